@@ -1,0 +1,303 @@
+// Package app wires livebolt together: it opens the store, builds the live
+// engine and the sweep jobs, and serves the WebSocket endpoint and the HTTP
+// API on fiber.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/livebolt/livebolt/app/components"
+	"github.com/livebolt/livebolt/jobs"
+	"github.com/livebolt/livebolt/live"
+	"github.com/livebolt/livebolt/storage/boltdb"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultAgeSweep      = "@every 5m"
+	DefaultFailedSweep   = "@every 1m"
+	DefaultMaxFrameBytes = 64 << 10
+	DefaultSendQueue     = 256
+	DefaultWriteTimeout  = 10 * time.Second
+	DefaultBodyLimit     = 64 << 10
+	DatabaseFile         = "livebolt.db"
+)
+
+// Job names, as reported under "jobs" in the stats.
+const (
+	JobAgeSweep    = "ageSweep"
+	JobFailedSweep = "failedSweep"
+)
+
+// HealthLimits are the thresholds above which /api/memory/health reports
+// "warning". Zero fields take the defaults noted on each.
+type HealthLimits struct {
+	MaxInstances int `json:"maxInstances"` // in-memory instances; default 200
+	MaxSessions  int `json:"maxSessions"`  // stored sessions; default 300
+	MaxHeapMB    int `json:"maxHeapMB"`    // heap in use, MiB; default 500
+}
+
+// Options configures a Server. DataDir is required; every other zero field
+// takes the default documented on it.
+type Options struct {
+	// DataDir is the folder of the database file DatabaseFile; it is created
+	// if missing.
+	DataDir string
+	// Secret signs tokens, fingerprints and snapshots. Nil means: load the key
+	// stored in the database, generating a random 32-byte one on first start.
+	Secret []byte
+	// AdminToken, when set, is the bearer token POST /api/memory/cleanup
+	// requires. When empty, cleanup accepts only loopback callers.
+	AdminToken string
+	// MaxAge and MaxAttempts are passed to the engine; zero means
+	// live.DefaultMaxAge and live.DefaultMaxAttempts.
+	MaxAge      time.Duration
+	MaxAttempts int
+	// AgeSweep and FailedSweep are cron specs; defaults DefaultAgeSweep and
+	// DefaultFailedSweep.
+	AgeSweep    string
+	FailedSweep string
+	Health      HealthLimits
+	// AllowedOrigins lists extra Origin header values allowed to open a
+	// WebSocket; "*" allows any. A browser page served by this server (same
+	// host) is always allowed, and so are clients that send no Origin.
+	AllowedOrigins []string
+	// MaxFrameBytes is the largest WebSocket frame accepted; a larger one
+	// closes the connection with code 1009. Default DefaultMaxFrameBytes.
+	MaxFrameBytes int64
+	// SendQueue is the number of messages buffered per connection; a client
+	// that falls further behind is disconnected. Default DefaultSendQueue.
+	SendQueue int
+	// LockTimeout is how long to wait for a database file held by another
+	// process; default boltdb.DefaultLockTimeout.
+	LockTimeout time.Duration
+	// Register adds the component types. Nil registers the demo components.
+	Register func(*live.Registry) error
+	// Logger receives all logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock of the engine; nil means time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) fill() error {
+	if o.DataDir == "" {
+		return errors.New("app: Options.DataDir is required")
+	}
+	if o.AgeSweep == "" {
+		o.AgeSweep = DefaultAgeSweep
+	}
+	if o.FailedSweep == "" {
+		o.FailedSweep = DefaultFailedSweep
+	}
+	if o.Health.MaxInstances == 0 {
+		o.Health.MaxInstances = 200
+	}
+	if o.Health.MaxSessions == 0 {
+		o.Health.MaxSessions = 300
+	}
+	if o.Health.MaxHeapMB == 0 {
+		o.Health.MaxHeapMB = 500
+	}
+	if o.MaxFrameBytes == 0 {
+		o.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if o.SendQueue == 0 {
+		o.SendQueue = DefaultSendQueue
+	}
+	if o.Register == nil {
+		o.Register = components.Register
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, spec := range []struct{ name, value string }{{"AgeSweep", o.AgeSweep}, {"FailedSweep", o.FailedSweep}} {
+		if _, err := jobs.ParseSchedule(spec.value); err != nil {
+			return fmt.Errorf("app: Options.%s: %w", spec.name, err)
+		}
+	}
+	if o.MaxFrameBytes < 0 || o.SendQueue < 0 {
+		return fmt.Errorf("app: MaxFrameBytes (%d) and SendQueue (%d) must not be negative", o.MaxFrameBytes, o.SendQueue)
+	}
+	return nil
+}
+
+// Server is a running livebolt: store, engine, jobs and HTTP routes.
+type Server struct {
+	opts        Options
+	log         *slog.Logger
+	store       *boltdb.Store
+	engine      *live.Engine
+	jobs        *jobs.Scheduler
+	fiber       *fiber.App
+	liveHandler fiber.Handler
+
+	mu      sync.Mutex
+	conns   map[*wsConn]struct{}
+	closing bool
+	wsDone  sync.WaitGroup // one per open WebSocket handler
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New opens the database under opts.DataDir and builds the server. It does
+// not listen yet; call Serve.
+func New(opts Options) (*Server, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(opts.DataDir, DatabaseFile)
+	store, err := boltdb.Open(path, &boltdb.Options{LockTimeout: opts.LockTimeout})
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger.Info("database opened", "path", path)
+	s, err := build(opts, store)
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func build(opts Options, store *boltdb.Store) (*Server, error) {
+	secret := opts.Secret
+	if secret == nil {
+		var err error
+		secret, err = store.LoadOrCreateSecret(func() ([]byte, error) {
+			opts.Logger.Info("generated a new signing secret and stored it in the database")
+			b := make([]byte, 32)
+			_, err := rand.Read(b)
+			return b, err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	reg := live.NewRegistry()
+	if err := opts.Register(reg); err != nil {
+		return nil, fmt.Errorf("register components: %w", err)
+	}
+	engine, err := live.New(live.Options{
+		Store: store, Registry: reg, Secret: secret,
+		MaxAge: opts.MaxAge, MaxAttempts: opts.MaxAttempts,
+		Logger: opts.Logger, Now: opts.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts: opts, log: opts.Logger, store: store, engine: engine,
+		jobs:  jobs.New(opts.Logger),
+		conns: map[*wsConn]struct{}{},
+	}
+	if err := s.addJobs(); err != nil {
+		return nil, err
+	}
+	s.fiber = s.routes()
+	return s, nil
+}
+
+func (s *Server) addJobs() error {
+	err := s.jobs.Add(JobAgeSweep, s.opts.AgeSweep, func(ctx context.Context) (int, error) {
+		r, err := s.engine.SweepExpired()
+		return r.Sessions, err
+	})
+	if err != nil {
+		return err
+	}
+	return s.jobs.Add(JobFailedSweep, s.opts.FailedSweep, func(ctx context.Context) (int, error) {
+		r, err := s.engine.SweepFailed()
+		return r.Sessions, err
+	})
+}
+
+// Engine returns the live engine, for tests and embedding programs.
+func (s *Server) Engine() *live.Engine { return s.engine }
+
+// Store returns the database, for tests and embedding programs.
+func (s *Server) Store() *boltdb.Store { return s.store }
+
+// Serve starts the sweeps and serves HTTP and WebSocket traffic on ln until
+// Shutdown. It returns nil after a Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.jobs.Start()
+	s.log.Info("listening", "addr", ln.Addr().String())
+	err := s.fiber.Listener(ln)
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return nil
+	}
+	return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+}
+
+// Shutdown stops the server gracefully: new WebSocket upgrades are refused,
+// each open connection finishes the frame it is handling, flushes its
+// replies and is closed with code 1012 (service restart); then the listener
+// and HTTP connections close, the sweeps stop and the database is closed.
+// It is safe to call more than once; later calls return the first result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
+	return s.shutdownErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	s.log.Info("shutting down")
+	s.mu.Lock()
+	s.closing = true
+	open := make([]*wsConn, 0, len(s.conns))
+	for c := range s.conns {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range open {
+		c.beginClose(closeServiceRestart, "server restart")
+	}
+	var errs []error
+	if err := waitGroup(ctx, &s.wsDone); err != nil {
+		errs = append(errs, fmt.Errorf("close websockets: %w", err))
+	}
+	if err := s.fiber.ShutdownWithContext(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop http server: %w", err))
+	}
+	if err := s.jobs.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close database: %w", err))
+	}
+	s.log.Info("server stopped", "websockets_closed", len(open))
+	return errors.Join(errs...)
+}
+
+// Close releases the server's resources without serving; use it when Serve
+// was never called.
+func (s *Server) Close() error {
+	return s.Shutdown(context.Background())
+}
+
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

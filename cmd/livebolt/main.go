@@ -1,0 +1,231 @@
+// Command livebolt serves live components over WebSocket, with their state
+// persisted in an embedded bbolt database.
+//
+// Every flag can also be set with the environment variable shown in
+// -help; a flag on the command line wins over the variable.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/livebolt/livebolt/app"
+	"github.com/livebolt/livebolt/live"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+}
+
+// config is the parsed command line.
+type config struct {
+	addr            string
+	data            string
+	maxAge          time.Duration
+	ageSweep        string
+	failedSweep     string
+	maxAttempts     int
+	maxInstances    int
+	maxSessions     int
+	maxHeapMB       int
+	allowedOrigins  string
+	maxFrameBytes   int64
+	shutdownTimeout time.Duration
+	logLevel        string
+	logFormat       string
+}
+
+// flagEnv maps each flag to its environment variable.
+var flagEnv = map[string]string{
+	"addr":                 "LIVEBOLT_ADDR",
+	"data":                 "LIVEBOLT_DATA",
+	"max-age":              "LIVEBOLT_MAX_AGE",
+	"age-sweep":            "LIVEBOLT_AGE_SWEEP",
+	"failed-sweep":         "LIVEBOLT_FAILED_SWEEP",
+	"max-attempts":         "LIVEBOLT_MAX_ATTEMPTS",
+	"health-max-instances": "LIVEBOLT_HEALTH_MAX_INSTANCES",
+	"health-max-sessions":  "LIVEBOLT_HEALTH_MAX_SESSIONS",
+	"health-max-heap-mb":   "LIVEBOLT_HEALTH_MAX_HEAP_MB",
+	"allowed-origins":      "LIVEBOLT_ALLOWED_ORIGINS",
+	"max-frame-bytes":      "LIVEBOLT_MAX_FRAME_BYTES",
+	"shutdown-timeout":     "LIVEBOLT_SHUTDOWN_TIMEOUT",
+	"log-level":            "LIVEBOLT_LOG_LEVEL",
+	"log-format":           "LIVEBOLT_LOG_FORMAT",
+}
+
+func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("livebolt", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:3000", "`host:port` to listen on; port 0 picks a free port")
+	fs.StringVar(&cfg.data, "data", "data", "`folder` of the database file livebolt.db, created if missing")
+	fs.DurationVar(&cfg.maxAge, "max-age", live.DefaultMaxAge, "`duration` a session may go unused before the age sweep removes it")
+	fs.StringVar(&cfg.ageSweep, "age-sweep", app.DefaultAgeSweep, "cron `spec` of the age sweep (five fields or a descriptor such as \"@every 5m\")")
+	fs.StringVar(&cfg.failedSweep, "failed-sweep", app.DefaultFailedSweep, "cron `spec` of the sweep of sessions with too many failed hydrations")
+	fs.IntVar(&cfg.maxAttempts, "max-attempts", live.DefaultMaxAttempts, "failed hydration `attempts` after which a session is rejected and swept")
+	fs.IntVar(&cfg.maxInstances, "health-max-instances", 200, "in-memory `instances` above which /api/memory/health reports warning")
+	fs.IntVar(&cfg.maxSessions, "health-max-sessions", 300, "stored `sessions` above which /api/memory/health reports warning")
+	fs.IntVar(&cfg.maxHeapMB, "health-max-heap-mb", 500, "heap in use, in `MiB`, above which /api/memory/health reports warning")
+	fs.StringVar(&cfg.allowedOrigins, "allowed-origins", "", "comma-separated `origins` (scheme://host:port) allowed to open /live besides the server's own host; * allows any")
+	fs.Int64Var(&cfg.maxFrameBytes, "max-frame-bytes", app.DefaultMaxFrameBytes, "largest WebSocket frame in `bytes`; a larger one closes the connection with code 1009")
+	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "`duration` to wait for connections and jobs on SIGINT or SIGTERM")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: livebolt [flags]\n\nServes live components on /live and the memory API on /api/memory.\n\nFlags (each also read from the environment variable in brackets; a flag wins):\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			name, usage := flag.UnquoteUsage(f)
+			fmt.Fprintf(stderr, "  --%s %s  [%s]\n    \t%s (default %q)\n", f.Name, name, flagEnv[f.Name], usage, f.DefValue)
+		})
+		fmt.Fprintf(stderr, "\nEnvironment only:\n"+
+			"  LIVEBOLT_SECRET       key of at least %d bytes that signs tokens, fingerprints and snapshots;\n"+
+			"                        when unset, a random key is generated once and kept in the database\n"+
+			"  LIVEBOLT_ADMIN_TOKEN  bearer token required by POST /api/memory/cleanup; when unset, only\n"+
+			"                        loopback callers may use it\n", live.MinSecretBytes)
+	}
+	return fs
+}
+
+// parseConfig reads the environment, then the command line over it.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	cfg := &config{}
+	fs := newFlagSet(cfg, stderr)
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := flagEnv[f.Name]
+		if v := getenv(name); v != "" && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("invalid %s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q; livebolt takes only flags (see --help)", fs.Arg(0))
+	}
+	return cfg, cfg.validate()
+}
+
+func (cfg *config) validate() error {
+	switch {
+	case cfg.maxAge <= 0:
+		return fmt.Errorf("invalid --max-age %s: must be positive", cfg.maxAge)
+	case cfg.maxAttempts < 1:
+		return fmt.Errorf("invalid --max-attempts %d: must be at least 1", cfg.maxAttempts)
+	case cfg.maxInstances < 1 || cfg.maxSessions < 1 || cfg.maxHeapMB < 1:
+		return errors.New("invalid --health-max-* value: each must be at least 1")
+	case cfg.maxFrameBytes < 512:
+		return fmt.Errorf("invalid --max-frame-bytes %d: must be at least 512", cfg.maxFrameBytes)
+	case cfg.shutdownTimeout <= 0:
+		return fmt.Errorf("invalid --shutdown-timeout %s: must be positive", cfg.shutdownTimeout)
+	case cfg.logFormat != "text" && cfg.logFormat != "json":
+		return fmt.Errorf("invalid --log-format %q: use text or json", cfg.logFormat)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		return fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", cfg.logLevel)
+	}
+	return nil
+}
+
+func (cfg *config) logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.logLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// run starts the server and blocks until SIGINT or SIGTERM. It returns the
+// process exit code.
+func run(args []string, getenv func(string) string, stderr io.Writer) int {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "livebolt: %v\n", err)
+		return 2
+	}
+	log := cfg.logger(stderr)
+
+	var secret []byte
+	if s := getenv("LIVEBOLT_SECRET"); s != "" {
+		if len(s) < live.MinSecretBytes {
+			log.Error("LIVEBOLT_SECRET is too short", "bytes", len(s), "min_bytes", live.MinSecretBytes, "hint", "generate one with: openssl rand -hex 32")
+			return 2
+		}
+		secret = []byte(s)
+	}
+
+	srv, err := app.New(app.Options{
+		DataDir: cfg.data, Secret: secret, AdminToken: getenv("LIVEBOLT_ADMIN_TOKEN"),
+		MaxAge: cfg.maxAge, MaxAttempts: cfg.maxAttempts,
+		AgeSweep: cfg.ageSweep, FailedSweep: cfg.failedSweep,
+		Health:         app.HealthLimits{MaxInstances: cfg.maxInstances, MaxSessions: cfg.maxSessions, MaxHeapMB: cfg.maxHeapMB},
+		AllowedOrigins: splitList(cfg.allowedOrigins),
+		MaxFrameBytes:  cfg.maxFrameBytes,
+		Logger:         log,
+	})
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		log.Error("start failed", "err", fmt.Errorf("listen on %s: %w", cfg.addr, err))
+		_ = srv.Close()
+		return 1
+	}
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		log.Error("server stopped unexpectedly", "err", err)
+		_ = srv.Close()
+		return 1
+	case sig := <-signals:
+		log.Info("signal received; shutting down", "signal", sig.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Error("shutdown incomplete", "err", err)
+		return 1
+	}
+	if err := <-served; err != nil {
+		log.Error("serve returned an error during shutdown", "err", err)
+	}
+	return 0
+}

@@ -1,0 +1,675 @@
+package live
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+
+	"github.com/livebolt/livebolt/storage"
+)
+
+// Conn is one client connection. Its Handle method must be called from a
+// single goroutine, one frame at a time, so replies keep the frame order.
+type Conn struct {
+	engine *Engine
+	out    Outbox
+
+	// Guarded by Engine.mu; clientID is written once, by hello.
+	clientID  string
+	instances map[string]*instance
+	types     map[string]int // instances per component type, for broadcasts
+	closed    bool
+}
+
+// ClientID returns the client id set by hello, or "" before it.
+func (c *Conn) ClientID() string { return c.clientID }
+
+// Handle processes one text frame and sends the replies to the outbox. A
+// panic inside is recovered, logged and answered with an internal error, so
+// one bad frame never ends the connection.
+func (c *Conn) Handle(frame []byte) {
+	msg, perr := decodeMessage(frame)
+	if perr != nil {
+		c.sendError(msg.Ref, "", perr)
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			c.engine.log.Error("message handler panicked", "type", msg.Type, "client", c.clientID, "panic", r, "stack", string(debug.Stack()))
+			c.sendError(msg.Ref, msg.ID, newError(CodeInternal, "internal error while handling %s", msg.Type))
+		}
+	}()
+
+	var err *Error
+	switch msg.Type {
+	case TypeHello:
+		err = c.hello(msg)
+	case TypeMount, TypeCall, TypeHydrate, TypeUnmount:
+		if c.clientID == "" {
+			err = newError(CodeHelloRequired, "send hello before %s", msg.Type)
+			break
+		}
+		err = c.dispatch(msg)
+	default:
+		err = newError(CodeUnknownType, "unknown message type %q; expected hello, mount, call, hydrate or unmount", msg.Type)
+	}
+	if err != nil {
+		c.sendError(msg.Ref, msg.ID, err)
+	}
+}
+
+func (c *Conn) dispatch(msg *clientMessage) *Error {
+	switch msg.Type {
+	case TypeMount:
+		return c.mount(msg)
+	case TypeCall:
+		return c.call(msg)
+	case TypeHydrate:
+		return c.hydrate(msg)
+	default:
+		return c.unmount(msg)
+	}
+}
+
+// Close releases the connection's instances. Their sessions stay stored, so
+// the client can hydrate them again on another connection.
+func (c *Conn) Close() {
+	e := c.engine
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id, inst := range c.instances {
+		if e.instances[id] == inst {
+			delete(e.instances, id)
+		}
+		inst.conn = nil
+	}
+	c.instances = map[string]*instance{}
+	c.types = map[string]int{}
+	c.closed = true
+	delete(e.conns, c)
+}
+
+func (c *Conn) send(v any) { c.out.Send(encode(v)) }
+
+func (c *Conn) sendError(ref *int64, id string, err *Error) {
+	c.send(errorMessage{Type: TypeError, Ref: ref, ID: id, Code: err.Code, Message: err.Message, RequiresRefresh: err.RequiresRefresh})
+}
+
+// internal logs a storage or encoding failure and returns the error sent to
+// the client, which carries no detail of it.
+func (c *Conn) internal(what, id string, err error) *Error {
+	c.engine.log.Error(what+" failed", "client", c.clientID, "component_id", id, "err", err)
+	return newError(CodeInternal, "%s failed on the server; try again", what)
+}
+
+func (c *Conn) hello(msg *clientMessage) *Error {
+	if c.clientID != "" {
+		return newError(CodeBadArgs, "hello was already received on this connection")
+	}
+	e := c.engine
+	clientID, resumed := "", false
+	if msg.Token != "" {
+		if id, ok := e.signer.verifyToken(msg.Token); ok {
+			clientID, resumed = id, true
+		} else {
+			e.reject("invalid_token")
+			e.log.Warn("hello with invalid token; starting a new client", "reason", "invalid_token")
+		}
+	}
+	if clientID == "" {
+		clientID = randomID(16)
+	}
+	components := []ComponentRef{}
+	if resumed {
+		refs, err := e.store.ClientSessions(clientID)
+		if err != nil {
+			return c.internal("list stored components", "", err)
+		}
+		for _, r := range refs {
+			components = append(components, ComponentRef(r))
+		}
+	}
+	e.mu.Lock()
+	c.clientID = clientID
+	e.mu.Unlock()
+	c.send(welcomeMessage{Type: TypeWelcome, Ref: msg.Ref, ClientID: clientID, Token: e.signer.token(clientID), Resumed: resumed, Components: components})
+	return nil
+}
+
+// sanitizeKey keeps the letters, digits, '-' and '_' of a mount key. Every
+// other character is dropped, so the key can never forge the '.' that
+// separates it from the random part of the id.
+func sanitizeKey(key string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			return r
+		}
+		return -1
+	}, key)
+}
+
+// normalizeProps checks that props are absent, null or a JSON object.
+func normalizeProps(raw json.RawMessage) (json.RawMessage, *Error) {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+		return json.RawMessage("{}"), nil
+	}
+	if trimmed[0] != '{' {
+		return nil, newError(CodeBadArgs, "props must be a JSON object")
+	}
+	return trimmed, nil
+}
+
+func (c *Conn) mount(msg *clientMessage) *Error {
+	e := c.engine
+	def, ok := e.registry.Lookup(msg.Component)
+	if !ok {
+		return newError(CodeUnknownComponent, "unknown component %q; registered: %s", msg.Component, strings.Join(e.registry.Names(), ", "))
+	}
+	if len(msg.Key) > e.limits.MaxKeyLength {
+		return newError(CodeBadArgs, "key is %d characters, the limit is %d", len(msg.Key), e.limits.MaxKeyLength)
+	}
+	if len(msg.Props) > e.limits.MaxPropsBytes {
+		return newError(CodeTooLarge, "props are %d bytes, the limit is %d", len(msg.Props), e.limits.MaxPropsBytes)
+	}
+	props, perr := normalizeProps(msg.Props)
+	if perr != nil {
+		return perr
+	}
+
+	state, err := safeRun(func() (any, error) { return def.mount(Props{raw: props}) })
+	if err != nil {
+		return c.actionError("mount "+def.Name(), "", err)
+	}
+	stateJSON, serr := c.encodeState(def, state)
+	if serr != nil {
+		return serr
+	}
+
+	now := e.now().UTC().Round(0)
+	id := randomID(16)
+	if key := sanitizeKey(msg.Key); key != "" {
+		id = key + "." + id
+	}
+	sess := &storage.Session{
+		ID: id, Component: def.Name(), Owner: c.clientID,
+		Props: props, State: stateJSON, Version: 1,
+		CreatedAt: now, LastActivity: now,
+	}
+	sess.Fingerprint = e.signer.fingerprint(id, c.clientID, now.UnixNano())
+	if err := e.signer.sign(sess); err != nil {
+		return c.internal("sign snapshot", id, err)
+	}
+	if err := e.store.CreateSession(sess); err != nil {
+		return c.internal("store new session", id, err)
+	}
+
+	inst := &instance{def: def, sess: sess, state: state}
+	e.mu.Lock()
+	c.attach(id, inst)
+	e.mu.Unlock()
+	c.sendState(msg.Ref, sess, nil)
+	return nil
+}
+
+// attach binds inst to c, moving it from any other connection. The caller
+// holds Engine.mu.
+func (c *Conn) attach(id string, inst *instance) {
+	if inst.conn != nil && inst.conn != c {
+		inst.conn.detach(id, inst)
+	}
+	if inst.conn != c {
+		inst.conn = c
+		c.instances[id] = inst
+		c.types[inst.def.Name()]++
+	}
+	c.engine.instances[id] = inst
+}
+
+// detach unbinds inst from c. The caller holds Engine.mu.
+func (c *Conn) detach(id string, inst *instance) {
+	if c.instances[id] != inst {
+		return
+	}
+	delete(c.instances, id)
+	name := inst.def.Name()
+	if c.types[name]--; c.types[name] <= 0 {
+		delete(c.types, name)
+	}
+	inst.conn = nil
+}
+
+// release detaches inst and drops it from memory. The caller holds inst.mu.
+func (c *Conn) release(id string, inst *instance) {
+	e := c.engine
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if inst.conn != nil {
+		inst.conn.detach(id, inst)
+	}
+	if e.instances[id] == inst {
+		delete(e.instances, id)
+	}
+}
+
+// lookup returns this connection's instance with the given id.
+func (c *Conn) lookup(id string) *instance {
+	c.engine.mu.Lock()
+	defer c.engine.mu.Unlock()
+	return c.instances[id]
+}
+
+func (c *Conn) owns(inst *instance) bool {
+	c.engine.mu.Lock()
+	defer c.engine.mu.Unlock()
+	return inst.conn == c
+}
+
+func (c *Conn) sendState(ref *int64, sess *storage.Session, result json.RawMessage) {
+	c.send(stateMessage{
+		Type: TypeState, Ref: ref, ID: sess.ID, Component: sess.Component,
+		State: sess.State, Fingerprint: sess.Fingerprint, Version: sess.Version, Result: result,
+	})
+}
+
+// encodeState marshals a state and checks it against the size limit.
+func (c *Conn) encodeState(def Definition, state any) (json.RawMessage, *Error) {
+	b, err := json.Marshal(state)
+	if err != nil {
+		c.engine.log.Error("component state does not encode to JSON", "component", def.Name(), "err", err)
+		return nil, newError(CodeActionFailed, "state of %s could not be encoded", def.Name())
+	}
+	if len(b) > c.engine.limits.MaxStateBytes {
+		return nil, newError(CodeTooLarge, "state of %s would be %d bytes, the limit is %d", def.Name(), len(b), c.engine.limits.MaxStateBytes)
+	}
+	return b, nil
+}
+
+// actionError turns an error from a mount or action into its protocol
+// error: bad_args for ErrBadArgs, action_failed otherwise.
+func (c *Conn) actionError(what, id string, err error) *Error {
+	if errors.Is(err, ErrBadArgs) {
+		return newError(CodeBadArgs, "%s: %v", what, err)
+	}
+	var p *panicError
+	if errors.As(err, &p) {
+		c.engine.log.Error("component panicked", "op", what, "client", c.clientID, "component_id", id, "panic", p.value, "stack", p.stack)
+		return newError(CodeActionFailed, "%s panicked", what)
+	}
+	return newError(CodeActionFailed, "%s: %v", what, err)
+}
+
+type panicError struct {
+	value any
+	stack string
+}
+
+func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }
+
+// safeRun calls fn and turns a panic into a *panicError.
+func safeRun(fn func() (any, error)) (v any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			v, err = nil, &panicError{value: r, stack: string(debug.Stack())}
+		}
+	}()
+	return fn()
+}
+
+func (c *Conn) call(msg *clientMessage) *Error {
+	e := c.engine
+	inst := c.lookup(msg.ID)
+	if inst == nil {
+		return newError(CodeNotFound, "component %q is not mounted on this connection; mount or hydrate it first", msg.ID)
+	}
+	if !inst.def.hasAction(msg.Action) {
+		return newError(CodeUnknownAction, "component %s has no action %q; actions: %s", inst.def.Name(), msg.Action, strings.Join(inst.def.Actions(), ", "))
+	}
+	if len(msg.Args) > e.limits.MaxArgs {
+		return newError(CodeBadArgs, "call has %d arguments, the limit is %d", len(msg.Args), e.limits.MaxArgs)
+	}
+
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if !c.owns(inst) {
+		return newError(CodeNotFound, "component %q is no longer mounted on this connection", msg.ID)
+	}
+	ctx := &Context{clientID: c.clientID, componentID: msg.ID, component: inst.def.Name()}
+	what := inst.def.Name() + "." + msg.Action
+	result, err := safeRun(func() (any, error) { return inst.def.call(ctx, inst.state, msg.Action, Args(msg.Args)) })
+	if err != nil {
+		c.rollback(msg.ID, inst)
+		return c.actionError(what, msg.ID, err)
+	}
+	stateJSON, serr := c.encodeState(inst.def, inst.state)
+	if serr != nil {
+		c.rollback(msg.ID, inst)
+		return serr
+	}
+	var resultJSON json.RawMessage
+	if result != nil {
+		if resultJSON, err = json.Marshal(result); err != nil {
+			c.rollback(msg.ID, inst)
+			return c.actionError(what, msg.ID, fmt.Errorf("encode result: %w", err))
+		}
+	}
+
+	next := *inst.sess
+	next.State = stateJSON
+	next.Version++
+	next.LastActivity = e.now().UTC().Round(0)
+	if err := e.signer.sign(&next); err != nil {
+		c.rollback(msg.ID, inst)
+		return c.internal("sign snapshot", msg.ID, err)
+	}
+	if err := e.store.UpdateSession(&next); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			c.release(msg.ID, inst)
+			return refreshError(CodeExpired, "session %q was removed (expired or swept); mount the component again", msg.ID)
+		}
+		c.rollback(msg.ID, inst)
+		return c.internal("store new state", msg.ID, err)
+	}
+	inst.sess = &next
+	c.sendState(msg.Ref, &next, resultJSON)
+	c.flushEvents(ctx)
+	return nil
+}
+
+// rollback restores an instance's state from its last committed snapshot.
+// The caller holds inst.mu.
+func (c *Conn) rollback(id string, inst *instance) {
+	state, err := inst.def.restore(inst.sess.State)
+	if err != nil {
+		// The snapshot was produced from this state type, so this means the
+		// component's JSON encoding does not round-trip.
+		c.engine.log.Error("restore state after failed action", "component_id", id, "err", err)
+		c.release(id, inst)
+		return
+	}
+	inst.state = state
+}
+
+func (c *Conn) flushEvents(ctx *Context) {
+	for _, ev := range ctx.events {
+		data, err := marshalData(ev.data)
+		if err != nil {
+			c.engine.log.Error("event data does not encode to JSON", "component_id", ctx.componentID, "event", ev.event, "err", err)
+			continue
+		}
+		if ev.broadcast {
+			c.engine.broadcast(ctx.component, ev.event, data)
+		} else {
+			c.send(eventMessage{Type: TypeEvent, ID: ctx.componentID, Event: ev.event, Data: data})
+		}
+	}
+}
+
+// broadcast sends an event to every connection with an instance of the
+// component type.
+func (e *Engine) broadcast(component, event string, data json.RawMessage) {
+	msg := encode(broadcastMessage{Type: TypeBroadcast, Component: component, Event: event, Data: data})
+	e.mu.Lock()
+	targets := make([]*Conn, 0, len(e.conns))
+	for conn := range e.conns {
+		if conn.types[component] > 0 {
+			targets = append(targets, conn)
+		}
+	}
+	e.mu.Unlock()
+	for _, conn := range targets {
+		conn.out.Send(msg)
+	}
+}
+
+func (c *Conn) unmount(msg *clientMessage) *Error {
+	e := c.engine
+	if msg.ID == "" {
+		return newError(CodeBadArgs, `unmount needs an "id"`)
+	}
+	if inst := e.instanceByID(msg.ID); inst != nil {
+		inst.mu.Lock()
+		defer inst.mu.Unlock()
+		if inst.sess.Owner != c.clientID {
+			return c.rejectHydration(msg.ID, CodeForbidden, "component %q belongs to another client", msg.ID)
+		}
+		c.release(msg.ID, inst)
+	} else {
+		sess, err := e.store.GetSession(msg.ID)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			return newError(CodeNotFound, "no session %q", msg.ID)
+		case errors.Is(err, storage.ErrCorrupt):
+			return c.dropCorrupt(msg.ID, err)
+		case err != nil:
+			return c.internal("read session", msg.ID, err)
+		case sess.Owner != c.clientID:
+			return c.rejectHydration(msg.ID, CodeForbidden, "component %q belongs to another client", msg.ID)
+		}
+	}
+	if err := e.store.DeleteSession(msg.ID); err != nil {
+		return c.internal("delete session", msg.ID, err)
+	}
+	c.send(unmountedMessage{Type: TypeUnmounted, Ref: msg.Ref, ID: msg.ID})
+	return nil
+}
+
+func (e *Engine) instanceByID(id string) *instance {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.instances[id]
+}
+
+// rejectHydration counts and logs a rejected access to a session. The log
+// names the client and component ids, never the token or fingerprint.
+func (c *Conn) rejectHydration(id, code, format string, args ...any) *Error {
+	c.engine.reject(code)
+	c.engine.log.Warn("session access rejected", "client", c.clientID, "component_id", id, "reason", code)
+	return refreshError(code, format, args...)
+}
+
+// dropCorrupt deletes a session whose record failed its integrity check.
+func (c *Conn) dropCorrupt(id string, cause error) *Error {
+	if err := c.engine.store.DeleteSession(id); err != nil {
+		c.engine.log.Error("delete corrupt session failed", "component_id", id, "err", err)
+	}
+	c.engine.log.Warn("deleted corrupt session", "client", c.clientID, "component_id", id, "err", cause)
+	return c.rejectHydration(id, CodeInvalidChecksum, "session %q failed its integrity check and was deleted; mount the component again", id)
+}
+
+func equalSecret(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+var errRetry = errors.New("instance changed while waiting")
+
+// hydrate restores an instance from its snapshot: the in-memory one when the
+// component is attached to any connection, the stored one otherwise.
+// Concurrent hydrations of one id are serialized.
+func (c *Conn) hydrate(msg *clientMessage) *Error {
+	e := c.engine
+	if msg.ID == "" {
+		return newError(CodeBadArgs, `hydrate needs an "id"`)
+	}
+	for {
+		e.mu.Lock()
+		if inst := e.instances[msg.ID]; inst != nil {
+			e.mu.Unlock()
+			err := c.hydrateAttached(msg, inst)
+			if errors.Is(err, errRetry) {
+				continue
+			}
+			return asProtocolError(err)
+		}
+		if wait, busy := e.hydrating[msg.ID]; busy {
+			e.mu.Unlock()
+			<-wait
+			continue
+		}
+		done := make(chan struct{})
+		e.hydrating[msg.ID] = done
+		e.mu.Unlock()
+
+		perr := c.hydrateStored(msg)
+
+		e.mu.Lock()
+		delete(e.hydrating, msg.ID)
+		e.mu.Unlock()
+		close(done)
+		return perr
+	}
+}
+
+func asProtocolError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var perr *Error
+	if errors.As(err, &perr) {
+		return perr
+	}
+	return newError(CodeInternal, "%v", err)
+}
+
+func (c *Conn) hydrateAttached(msg *clientMessage, inst *instance) error {
+	e := c.engine
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if e.instanceByID(msg.ID) != inst {
+		return errRetry
+	}
+	if perr := c.verifySession(msg, inst.sess, inst); perr != nil {
+		return perr
+	}
+	touched, perr := c.touch(inst.sess)
+	if perr != nil {
+		if perr.Code == CodeNotFound {
+			c.release(msg.ID, inst)
+		}
+		return perr
+	}
+	inst.sess = touched
+	e.mu.Lock()
+	c.attach(msg.ID, inst)
+	e.mu.Unlock()
+	c.sendState(msg.Ref, touched, nil)
+	return nil
+}
+
+func (c *Conn) hydrateStored(msg *clientMessage) *Error {
+	e := c.engine
+	sess, err := e.store.GetSession(msg.ID)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return c.rejectHydration(msg.ID, CodeNotFound, "no session %q; it may have expired or been unmounted", msg.ID)
+	case errors.Is(err, storage.ErrCorrupt):
+		return c.dropCorrupt(msg.ID, err)
+	case err != nil:
+		return c.internal("read session", msg.ID, err)
+	}
+	if perr := c.verifySession(msg, sess, nil); perr != nil {
+		return perr
+	}
+	def, _ := e.registry.Lookup(sess.Component)
+	state, err := def.restore(sess.State)
+	if err != nil {
+		e.log.Warn("stored state does not fit the component any more", "component", sess.Component, "component_id", sess.ID, "err", err)
+		return refreshError(CodeInternal, "stored state of %q no longer matches component %s; mount it again", sess.ID, sess.Component)
+	}
+	touched, perr := c.touch(sess)
+	if perr != nil {
+		return perr
+	}
+	inst := &instance{def: def, sess: touched, state: state}
+	e.mu.Lock()
+	c.attach(msg.ID, inst)
+	e.mu.Unlock()
+	c.sendState(msg.Ref, touched, nil)
+	return nil
+}
+
+// verifySession checks a hydration request against a session: owner,
+// attempt count, fingerprint, age and MAC, cheapest first. inst is the
+// attached instance or nil; an attached session is in use, so it does not
+// expire. The caller holds inst.mu when inst is not nil.
+func (c *Conn) verifySession(msg *clientMessage, sess *storage.Session, inst *instance) *Error {
+	e := c.engine
+	if sess.Owner != c.clientID {
+		return c.rejectHydration(msg.ID, CodeForbidden, "component %q belongs to another client", msg.ID)
+	}
+	if sess.FailedAttempts >= e.attempts {
+		return c.rejectHydration(msg.ID, CodeMaxAttemptsExceeded, "component %q had %d failed hydration attempts; mount it again", msg.ID, sess.FailedAttempts)
+	}
+	if !equalSecret(sess.Fingerprint, msg.Fingerprint) {
+		return c.failAttempt(msg.ID, sess, inst)
+	}
+	if inst == nil && e.now().Sub(sess.LastActivity) > e.maxAge {
+		if err := e.store.DeleteSession(sess.ID); err != nil {
+			e.log.Error("delete expired session failed", "component_id", sess.ID, "err", err)
+		}
+		return c.rejectHydration(msg.ID, CodeExpired, "component %q was unused for more than %s; mount it again", msg.ID, e.maxAge)
+	}
+	if !e.signer.verify(sess) {
+		if inst != nil {
+			c.release(msg.ID, inst)
+		}
+		return c.dropCorrupt(msg.ID, errors.New("snapshot MAC does not verify"))
+	}
+	if _, ok := e.registry.Lookup(sess.Component); !ok {
+		return refreshError(CodeUnknownComponent, "component type %q of %q is no longer registered; mount another component", sess.Component, msg.ID)
+	}
+	return nil
+}
+
+// failAttempt records a wrong fingerprint on the session. The record is
+// verified before it is re-signed, so a tampered record is never laundered.
+func (c *Conn) failAttempt(id string, sess *storage.Session, inst *instance) *Error {
+	e := c.engine
+	if !e.signer.verify(sess) {
+		if inst != nil {
+			c.release(id, inst)
+		}
+		return c.dropCorrupt(id, errors.New("snapshot MAC does not verify"))
+	}
+	next := *sess
+	next.FailedAttempts++
+	if err := e.signer.sign(&next); err != nil {
+		return c.internal("sign snapshot", id, err)
+	}
+	if err := e.store.UpdateSession(&next); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return c.internal("record failed attempt", id, err)
+	}
+	if inst != nil {
+		inst.sess = &next
+	}
+	if next.FailedAttempts >= e.attempts {
+		if inst != nil {
+			c.release(id, inst)
+		}
+		return c.rejectHydration(id, CodeMaxAttemptsExceeded, "wrong fingerprint for %q; %d failed attempts reached the limit, mount it again", id, next.FailedAttempts)
+	}
+	return c.rejectHydration(id, CodeFingerprintMismatch, "wrong fingerprint for %q (attempt %d of %d)", id, next.FailedAttempts, e.attempts)
+}
+
+// touch stores a session with fresh activity and no failed attempts.
+func (c *Conn) touch(sess *storage.Session) (*storage.Session, *Error) {
+	e := c.engine
+	next := *sess
+	next.LastActivity = e.now().UTC().Round(0)
+	next.FailedAttempts = 0
+	if err := e.signer.sign(&next); err != nil {
+		return nil, c.internal("sign snapshot", sess.ID, err)
+	}
+	if err := e.store.UpdateSession(&next); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, refreshError(CodeNotFound, "session %q was removed meanwhile; mount it again", sess.ID)
+		}
+		return nil, c.internal("store hydrated session", sess.ID, err)
+	}
+	return &next, nil
+}

@@ -1,0 +1,294 @@
+// Package live runs live components: the registry of component types, the
+// in-memory instances of connected clients, ownership, hydration from stored
+// snapshots and the JSON wire protocol. It knows nothing of HTTP or of the
+// database behind storage.Store; the app package connects it to both.
+package live
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/livebolt/livebolt/storage"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxAge        = 30 * time.Minute
+	DefaultMaxAttempts   = 3
+	DefaultMaxKeyLength  = 64
+	DefaultMaxPropsBytes = 16 << 10
+	DefaultMaxStateBytes = 256 << 10
+	DefaultMaxArgs       = 16
+)
+
+// Options configures an Engine. Store, Registry and Secret are required.
+type Options struct {
+	Store    storage.Store
+	Registry *Registry
+	// Secret signs tokens, fingerprints and snapshots; at least
+	// MinSecretBytes long.
+	Secret []byte
+	// MaxAge is how long a session may go unused before it expires.
+	// Zero means DefaultMaxAge.
+	MaxAge time.Duration
+	// MaxAttempts is the number of failed hydrations after which a session is
+	// rejected and swept. Zero means DefaultMaxAttempts.
+	MaxAttempts int
+	Limits      Limits
+	// Logger receives warnings and errors. Nil discards them.
+	Logger *slog.Logger
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Limits bound what one client message may carry. Zero fields take the
+// Default values above.
+type Limits struct {
+	MaxKeyLength  int // characters of a mount key
+	MaxPropsBytes int // encoded size of mount props
+	MaxStateBytes int // encoded size of a component's state
+	MaxArgs       int // arguments of one call
+}
+
+func (l *Limits) fill() {
+	if l.MaxKeyLength == 0 {
+		l.MaxKeyLength = DefaultMaxKeyLength
+	}
+	if l.MaxPropsBytes == 0 {
+		l.MaxPropsBytes = DefaultMaxPropsBytes
+	}
+	if l.MaxStateBytes == 0 {
+		l.MaxStateBytes = DefaultMaxStateBytes
+	}
+	if l.MaxArgs == 0 {
+		l.MaxArgs = DefaultMaxArgs
+	}
+}
+
+// Outbox delivers server messages to one connection. Send must not block: an
+// implementation with a full queue drops the connection instead.
+type Outbox interface {
+	Send(msg []byte)
+}
+
+// Engine owns the in-memory instances of all connections and the rules for
+// creating, changing, restoring and deleting their sessions.
+type Engine struct {
+	store    storage.Store
+	registry *Registry
+	signer   *signer
+	maxAge   time.Duration
+	attempts int
+	limits   Limits
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu        sync.Mutex
+	instances map[string]*instance // attached instances by session id
+	conns     map[*Conn]struct{}
+	hydrating map[string]chan struct{} // closed when the hydration of an id from the store ends
+
+	rejectMu sync.Mutex
+	rejected map[string]uint64 // rejected hydrations and calls by error code
+}
+
+// instance is a component held in memory for one connection. The fields
+// below mu are guarded by it; conn is guarded by Engine.mu.
+type instance struct {
+	def  Definition
+	conn *Conn
+
+	mu    sync.Mutex
+	sess  *storage.Session // last committed snapshot
+	state any              // decoded state, equal to sess.State between calls
+}
+
+// New validates opts and returns an engine.
+func New(opts Options) (*Engine, error) {
+	if opts.Store == nil {
+		return nil, errors.New("live: Options.Store is required")
+	}
+	if opts.Registry == nil {
+		return nil, errors.New("live: Options.Registry is required")
+	}
+	sg, err := newSigner(opts.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("live: %w", err)
+	}
+	if opts.MaxAge < 0 {
+		return nil, fmt.Errorf("live: MaxAge is %s, must not be negative", opts.MaxAge)
+	}
+	if opts.MaxAge == 0 {
+		opts.MaxAge = DefaultMaxAge
+	}
+	if opts.MaxAttempts < 0 {
+		return nil, fmt.Errorf("live: MaxAttempts is %d, must not be negative", opts.MaxAttempts)
+	}
+	if opts.MaxAttempts == 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	opts.Limits.fill()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Engine{
+		store:     opts.Store,
+		registry:  opts.Registry,
+		signer:    sg,
+		maxAge:    opts.MaxAge,
+		attempts:  opts.MaxAttempts,
+		limits:    opts.Limits,
+		log:       opts.Logger,
+		now:       opts.Now,
+		instances: map[string]*instance{},
+		conns:     map[*Conn]struct{}{},
+		hydrating: map[string]chan struct{}{},
+		rejected:  map[string]uint64{},
+	}, nil
+}
+
+// Connect registers a new connection whose messages go to out.
+func (e *Engine) Connect(out Outbox) *Conn {
+	c := &Conn{engine: e, out: out, instances: map[string]*instance{}, types: map[string]int{}}
+	e.mu.Lock()
+	e.conns[c] = struct{}{}
+	e.mu.Unlock()
+	return c
+}
+
+// MaxAttempts returns the configured failed-attempt limit.
+func (e *Engine) MaxAttempts() int { return e.attempts }
+
+// MaxAge returns the configured session lifetime without activity.
+func (e *Engine) MaxAge() time.Duration { return e.maxAge }
+
+// attached reports whether a session has an instance in memory.
+func (e *Engine) attached(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.instances[id]
+	return ok
+}
+
+// SweepExpired deletes sessions unused for longer than MaxAge. Sessions with
+// an instance in memory are in use and kept.
+func (e *Engine) SweepExpired() (storage.SweepResult, error) {
+	return e.store.SweepExpired(e.now().Add(-e.maxAge), e.attached)
+}
+
+// SweepFailed deletes sessions that reached MaxAttempts failed hydrations.
+// None of them is in memory: the hydration that exhausts the attempts
+// releases the instance.
+func (e *Engine) SweepFailed() (storage.SweepResult, error) {
+	return e.store.SweepFailed(e.attempts)
+}
+
+// ReleaseOrphans drops instances whose connection has closed and returns how
+// many it dropped. Conn.Close already releases them, so a non-zero result
+// points to a connection that ended without Close.
+func (e *Engine) ReleaseOrphans() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for id, inst := range e.instances {
+		if inst.conn == nil || inst.conn.closed {
+			delete(e.instances, id)
+			n++
+		}
+	}
+	return n
+}
+
+// DeleteAllSessions releases every instance and deletes every stored
+// session. Connected clients get not_found on their next call.
+func (e *Engine) DeleteAllSessions() (released int, r storage.SweepResult, err error) {
+	e.mu.Lock()
+	for id, inst := range e.instances {
+		if inst.conn != nil {
+			inst.conn.detach(id, inst)
+		}
+		delete(e.instances, id)
+		released++
+	}
+	e.mu.Unlock()
+	r, err = e.store.DeleteAllSessions()
+	return released, r, err
+}
+
+// reject counts a rejected hydration or call by code.
+func (e *Engine) reject(code string) {
+	e.rejectMu.Lock()
+	e.rejected[code]++
+	e.rejectMu.Unlock()
+}
+
+// Stats is a snapshot of the engine's in-memory state.
+type Stats struct {
+	RegistrySize        int               `json:"registrySize"`
+	InstanceCount       int               `json:"instanceCount"`
+	ConnectionCount     int               `json:"connectionCount"`
+	ClientCount         int               `json:"clientCount"`
+	ComponentsPerClient []ClientInstances `json:"componentsPerClient"`
+	Rejected            map[string]uint64 `json:"rejected"`
+}
+
+// ClientInstances is the number of in-memory instances of one client.
+type ClientInstances struct {
+	ClientID  string `json:"clientId"`
+	Instances int    `json:"instances"`
+}
+
+// topClients is how many clients Stats lists in ComponentsPerClient.
+const topClients = 20
+
+// Stats returns counts of instances, connections and clients, and the
+// clients with the most instances.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	perClient := map[string]int{}
+	for c := range e.conns {
+		if c.clientID != "" {
+			perClient[c.clientID] += len(c.instances)
+		}
+	}
+	st := Stats{
+		RegistrySize:    e.registry.Len(),
+		InstanceCount:   len(e.instances),
+		ConnectionCount: len(e.conns),
+		ClientCount:     len(perClient),
+	}
+	e.mu.Unlock()
+
+	st.ComponentsPerClient = make([]ClientInstances, 0, len(perClient))
+	for id, n := range perClient {
+		st.ComponentsPerClient = append(st.ComponentsPerClient, ClientInstances{ClientID: id, Instances: n})
+	}
+	sort.Slice(st.ComponentsPerClient, func(i, j int) bool {
+		a, b := st.ComponentsPerClient[i], st.ComponentsPerClient[j]
+		if a.Instances != b.Instances {
+			return a.Instances > b.Instances
+		}
+		return a.ClientID < b.ClientID
+	})
+	if len(st.ComponentsPerClient) > topClients {
+		st.ComponentsPerClient = st.ComponentsPerClient[:topClients]
+	}
+
+	e.rejectMu.Lock()
+	st.Rejected = make(map[string]uint64, len(e.rejected))
+	for code, n := range e.rejected {
+		st.Rejected[code] = n
+	}
+	e.rejectMu.Unlock()
+	return st
+}
+
+// Registry returns the engine's component registry.
+func (e *Engine) Registry() *Registry { return e.registry }
