@@ -626,8 +626,11 @@ func (c *Conn) verifySession(msg *clientMessage, sess *storage.Session, inst *in
 	return nil
 }
 
-// failAttempt records a wrong fingerprint on the session. The record is
-// verified before it is re-signed, so a tampered record is never laundered.
+// failAttempt records a wrong fingerprint on the session and answers
+// fingerprint_mismatch. Once the count reaches MaxAttempts, every later
+// hydration gets max_attempts_exceeded until the failed sweep removes the
+// session. The record is verified before it is re-signed, so a tampered
+// record is never laundered.
 func (c *Conn) failAttempt(id string, sess *storage.Session, inst *instance) *Error {
 	e := c.engine
 	if !e.signer.verify(sess) {
@@ -646,14 +649,11 @@ func (c *Conn) failAttempt(id string, sess *storage.Session, inst *instance) *Er
 	}
 	if inst != nil {
 		inst.sess = &next
-	}
-	if next.FailedAttempts >= e.attempts {
-		if inst != nil {
+		if next.FailedAttempts >= e.attempts {
 			c.release(id, inst)
 		}
-		return c.rejectHydration(id, CodeMaxAttemptsExceeded, "wrong fingerprint for %q; %d failed attempts reached the limit, mount it again", id, next.FailedAttempts)
 	}
-	return c.rejectHydration(id, CodeFingerprintMismatch, "wrong fingerprint for %q (attempt %d of %d)", id, next.FailedAttempts, e.attempts)
+	return c.rejectHydration(id, CodeFingerprintMismatch, "wrong fingerprint for %q (failed attempt %d of %d)", id, next.FailedAttempts, e.attempts)
 }
 
 // touch stores a session with fresh activity and no failed attempts.

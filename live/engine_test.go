@@ -505,8 +505,10 @@ func TestFingerprintAttempts(t *testing.T) {
 	c3.hello(token)
 	wantError(t, c3.hydrate(id, "wrong"), CodeFingerprintMismatch, true)
 	wantError(t, c3.hydrate(id, ""), CodeFingerprintMismatch, true)
-	wantError(t, c3.hydrate(id, "wrong"), CodeMaxAttemptsExceeded, true)
+	wantError(t, c3.hydrate(id, "wrong"), CodeFingerprintMismatch, true)
+	// Past the limit even the right fingerprint is rejected.
 	wantError(t, c3.hydrate(id, fp), CodeMaxAttemptsExceeded, true)
+	wantError(t, c3.hydrate(id, "wrong"), CodeMaxAttemptsExceeded, true)
 
 	r, err := h.engine.SweepFailed()
 	if err != nil {
@@ -523,10 +525,9 @@ func TestHydrateAttachedInstanceWrongFingerprint(t *testing.T) {
 	c := h.connect()
 	c.hello("")
 	id := c.mount(nil)["id"].(string)
-	for i := 0; i < 2; i++ {
+	for i := 0; i < 3; i++ {
 		wantError(t, c.hydrate(id, "wrong"), CodeFingerprintMismatch, true)
 	}
-	wantError(t, c.hydrate(id, "wrong"), CodeMaxAttemptsExceeded, true)
 	if n := h.engine.Stats().InstanceCount; n != 0 {
 		t.Errorf("instances after attempts ran out = %d, want 0", n)
 	}
