@@ -25,7 +25,10 @@ const (
 // wsConn is the outbox of one WebSocket: a bounded queue drained by one
 // writer goroutine, so a slow client never blocks the engine or others.
 type wsConn struct {
-	ws  *websocket.Conn
+	// ws is the fasthttp/websocket connection itself, not contrib's wrapper:
+	// contrib returns the wrapper to a pool when the handler returns, while
+	// Shutdown may still hold this wsConn.
+	ws  *fastws.Conn
 	log *slog.Logger
 
 	queue chan []byte
@@ -38,7 +41,7 @@ type wsConn struct {
 	closeSent bool   // the library already sent a close frame
 }
 
-func newWSConn(ws *websocket.Conn, queue int, log *slog.Logger) *wsConn {
+func newWSConn(ws *fastws.Conn, queue int, log *slog.Logger) *wsConn {
 	return &wsConn{ws: ws, log: log, queue: make(chan []byte, queue), wrote: make(chan struct{}), code: closeNormal}
 }
 
@@ -155,7 +158,7 @@ func (s *Server) serveLive(ws *websocket.Conn) {
 	ws.SetReadLimit(s.opts.MaxFrameBytes)
 	// Clear any deadline left by the HTTP server on the hijacked connection.
 	_ = ws.SetReadDeadline(time.Time{})
-	wc := newWSConn(ws, s.opts.SendQueue, s.log)
+	wc := newWSConn(ws.Conn, s.opts.SendQueue, s.log)
 	go wc.writeLoop()
 
 	// Registration and the closing check share s.mu, so Shutdown either
@@ -178,12 +181,12 @@ func (s *Server) serveLive(ws *websocket.Conn) {
 	}()
 
 	conn := s.engine.Connect(wc)
-	s.readLoop(ws, wc, conn)
+	s.readLoop(ws.Conn, wc, conn)
 	conn.Close()
 	wc.finish()
 }
 
-func (s *Server) readLoop(ws *websocket.Conn, wc *wsConn, conn *live.Conn) {
+func (s *Server) readLoop(ws *fastws.Conn, wc *wsConn, conn *live.Conn) {
 	for {
 		kind, frame, err := ws.ReadMessage()
 		if err != nil {

@@ -68,7 +68,8 @@ func lineContaining(logs, substr string) string {
 	return ""
 }
 
-func countingJob(removed int) Func {
+// jobRemoving returns a job that always succeeds and reports removed items.
+func jobRemoving(removed int) Func {
 	return func(context.Context) (int, error) { return removed, nil }
 }
 
@@ -106,7 +107,7 @@ func TestParseScheduleRejectsInvalidSpecs(t *testing.T) {
 func TestAddRejectsInvalidSpec(t *testing.T) {
 	s := newScheduler(t, nil)
 
-	err := s.Add("sweep", "every 5m", countingJob(0))
+	err := s.Add("sweep", "every 5m", jobRemoving(0))
 	if err == nil {
 		t.Fatal("Add with spec \"every 5m\" returned no error")
 	}
@@ -120,11 +121,11 @@ func TestAddRejectsInvalidSpec(t *testing.T) {
 
 func TestAddRejectsDuplicateName(t *testing.T) {
 	s := newScheduler(t, nil)
-	if err := s.Add("sweep", "@hourly", countingJob(0)); err != nil {
+	if err := s.Add("sweep", "@hourly", jobRemoving(0)); err != nil {
 		t.Fatalf("first Add: %v", err)
 	}
 
-	err := s.Add("sweep", "@hourly", countingJob(0))
+	err := s.Add("sweep", "@hourly", jobRemoving(0))
 	if err == nil {
 		t.Fatal("second Add of the same name returned no error")
 	}
@@ -138,12 +139,12 @@ func TestAddRejectsDuplicateName(t *testing.T) {
 
 func TestAddAfterStartRejected(t *testing.T) {
 	s := newScheduler(t, nil)
-	if err := s.Add("first", "@hourly", countingJob(0)); err != nil {
+	if err := s.Add("first", "@hourly", jobRemoving(0)); err != nil {
 		t.Fatalf("Add before Start: %v", err)
 	}
 	s.Start()
 
-	if err := s.Add("second", "@hourly", countingJob(0)); err == nil {
+	if err := s.Add("second", "@hourly", jobRemoving(0)); err == nil {
 		t.Error("Add after Start returned no error")
 	}
 	if names := s.Names(); len(names) != 1 {
@@ -285,7 +286,7 @@ func TestPanickingJobRecovered(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Add crash: %v", err)
 	}
-	if err := s.Add("sweep", "@hourly", countingJob(2)); err != nil {
+	if err := s.Add("sweep", "@hourly", jobRemoving(2)); err != nil {
 		t.Fatalf("Add sweep: %v", err)
 	}
 
@@ -325,7 +326,7 @@ func TestPanickingJobRecovered(t *testing.T) {
 func TestScheduledRun(t *testing.T) {
 	t.Parallel()
 	s := newScheduler(t, nil)
-	if err := s.Add("sweep", "@every 1s", countingJob(1)); err != nil {
+	if err := s.Add("sweep", "@every 1s", jobRemoving(1)); err != nil {
 		t.Fatalf("Add: %v", err)
 	}
 	if next := s.Stats()["sweep"].NextRun; next != nil {
@@ -537,7 +538,7 @@ func TestStopExpiredContext(t *testing.T) {
 func TestLogRemovedItems(t *testing.T) {
 	var logs bytes.Buffer
 	s := newScheduler(t, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err := s.Add("sweep", "@hourly", countingJob(5)); err != nil {
+	if err := s.Add("sweep", "@hourly", jobRemoving(5)); err != nil {
 		t.Fatalf("Add: %v", err)
 	}
 
