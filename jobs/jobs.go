@@ -106,11 +106,14 @@ func (s *Scheduler) Add(name, spec string, fn Func) error {
 	return nil
 }
 
-// Start starts the schedule in the background.
+// ErrStopped is returned by RunNow after Stop.
+var ErrStopped = errors.New("scheduler is stopped")
+
+// Start starts the schedule in the background. It does nothing after Stop.
 func (s *Scheduler) Start() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.started {
+	if s.started || s.stopped {
 		return
 	}
 	s.started = true
@@ -130,9 +133,20 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	s.mu.Unlock()
 
 	s.cancel()
-	done := s.cron.Stop()
+	cronDone := s.cron.Stop()
+	// cron waits only for the runs it started; taking every job's running
+	// lock also waits for runs started by RunNow.
+	done := make(chan struct{})
+	go func() {
+		<-cronDone.Done()
+		for _, j := range s.jobList() {
+			j.running.Lock()
+			j.running.Unlock()
+		}
+		close(done)
+	}()
 	select {
-	case <-done.Done():
+	case <-done:
 		s.log.Info("scheduler stopped")
 		return nil
 	case <-ctx.Done():
@@ -140,14 +154,28 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	}
 }
 
+func (s *Scheduler) jobList() []*job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := make([]*job, 0, len(s.jobs))
+	for _, j := range s.jobs {
+		list = append(list, j)
+	}
+	return list
+}
+
 // RunNow runs a job at once, waiting for a scheduled run of it to finish
 // first, and returns what it removed.
 func (s *Scheduler) RunNow(name string) (int, error) {
 	s.mu.Lock()
 	j, ok := s.jobs[name]
+	stopped := s.stopped
 	s.mu.Unlock()
 	if !ok {
 		return 0, fmt.Errorf("run job %s: no such job", name)
+	}
+	if stopped {
+		return 0, fmt.Errorf("run job %s: %w", name, ErrStopped)
 	}
 	j.running.Lock()
 	defer j.running.Unlock()
@@ -207,11 +235,8 @@ func (s *Scheduler) run(j *job, trigger string) (removed int, err error) {
 
 // Stats returns the statistics of every job by name.
 func (s *Scheduler) Stats() map[string]Stats {
+	jobs := s.jobList()
 	s.mu.Lock()
-	jobs := make([]*job, 0, len(s.jobs))
-	for _, j := range s.jobs {
-		jobs = append(jobs, j)
-	}
 	started := s.started && !s.stopped
 	s.mu.Unlock()
 

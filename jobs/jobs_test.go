@@ -440,9 +440,6 @@ func TestRunsNeverOverlap(t *testing.T) {
 	}
 }
 
-// NOTE: the job here is started by the schedule because Stop waits only for
-// runs that cron started. Stop returns without waiting for a run started by
-// RunNow, although that run's context is cancelled too.
 func TestStopCancelsAndWaits(t *testing.T) {
 	t.Parallel()
 	s := New(nil)
@@ -487,6 +484,45 @@ func TestStopCancelsAndWaits(t *testing.T) {
 	}
 	if err := s.Stop(ctx); err != nil {
 		t.Errorf("second Stop: %v", err)
+	}
+}
+
+func TestStopWaitsForRunNow(t *testing.T) {
+	t.Parallel()
+	s := New(nil)
+	started := make(chan struct{})
+	var finished atomic.Bool
+	err := s.Add("sweep", "@every 1h", func(ctx context.Context) (int, error) {
+		close(started)
+		<-ctx.Done()
+		time.Sleep(100 * time.Millisecond)
+		finished.Store(true)
+		return 0, nil
+	})
+	if err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	s.Start()
+	manual := make(chan error, 1)
+	go func() {
+		_, err := s.RunNow("sweep")
+		manual <- err
+	}()
+	<-started
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	if !finished.Load() {
+		t.Error("Stop returned before the manual run finished")
+	}
+	if err := <-manual; err != nil {
+		t.Errorf("RunNow: %v", err)
+	}
+	if _, err := s.RunNow("sweep"); !errors.Is(err, ErrStopped) {
+		t.Errorf("RunNow after Stop: %v, want ErrStopped", err)
 	}
 }
 
