@@ -1,6 +1,6 @@
 module github.com/livebolt/livebolt
 
-go 1.26.8
+go 1.24.0
 
 require (
 	github.com/fasthttp/websocket v1.5.8

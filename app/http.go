@@ -41,7 +41,7 @@ func (s *Server) routes() *fiber.App {
 	return app
 }
 
-// methodNotAllowed answers a known path called with another method.
+// methodNotAllowed rejects a known path called with another method.
 func methodNotAllowed(allow string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderAllow, allow)

@@ -242,11 +242,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
 }
 
-// Shutdown stops the server gracefully: new WebSocket upgrades are refused,
-// each open connection finishes the frame it is handling, flushes its
-// replies and is closed with code 1012 (service restart); then the listener
+// Shutdown stops the server gracefully. New WebSocket upgrades are rejected.
+// Each open connection finishes the frame it is handling, flushes its
+// replies and is closed with code 1012 (service restart). Then the listener
 // and HTTP connections close, the sweeps stop and the database is closed.
-// It is safe to call more than once; later calls return the first result.
+// It is safe to call more than once: later calls return the first result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
 	return s.shutdownErr

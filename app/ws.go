@@ -63,8 +63,8 @@ func (c *wsConn) Send(msg []byte) {
 	}
 }
 
-// beginClose asks the read loop to stop after the frame it is handling; the
-// writer then flushes the queue and sends code.
+// beginClose sets the close code and ends the read loop after the frame it
+// is handling. The writer then flushes the queue and sends the close frame.
 func (c *wsConn) beginClose(code int, reason string) {
 	c.mu.Lock()
 	c.code, c.reason = code, reason
@@ -161,8 +161,8 @@ func (s *Server) serveLive(ws *websocket.Conn) {
 	wc := newWSConn(ws.Conn, s.opts.SendQueue, s.log)
 	go wc.writeLoop()
 
-	// Registration and the closing check share s.mu, so Shutdown either
-	// waits for this connection or this connection sees it is closing.
+	// Registration and the closing check share s.mu, so either Shutdown waits
+	// for this connection or this connection closes itself with 1012.
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -201,8 +201,8 @@ func (s *Server) readLoop(ws *fastws.Conn, wc *wsConn, conn *live.Conn) {
 	}
 }
 
-// noteReadEnd records why reading stopped: a close frame from the peer or
-// an oversized frame means the library already answered with a close frame.
+// noteReadEnd records why reading stopped. After a close frame from the peer
+// or an oversized frame, the library has already sent a close frame.
 // The error values come from fasthttp/websocket, which contrib/websocket
 // wraps; contrib's own ErrReadLimit is a different value that never matches.
 func (s *Server) noteReadEnd(wc *wsConn, err error) {

@@ -25,8 +25,8 @@ type Definition interface {
 
 // ActionFunc changes a component's state in response to a client call. It
 // may return a result, which is sent back with the new state. An error
-// wrapping ErrBadArgs is answered with bad_args and any other error with
-// action_failed; in both cases the state is rolled back to the last
+// wrapping ErrBadArgs is sent as bad_args and any other error as
+// action_failed. In both cases the state is rolled back to the last
 // committed snapshot.
 type ActionFunc[S any] func(ctx *Context, state *S, args Args) (any, error)
 

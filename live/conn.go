@@ -29,8 +29,8 @@ type Conn struct {
 func (c *Conn) ClientID() string { return c.clientID }
 
 // Handle processes one text frame and sends the replies to the outbox. A
-// panic inside is recovered, logged and answered with an internal error, so
-// one bad frame never ends the connection.
+// panic inside is recovered, logged and sent to the client as an internal
+// error, so one bad frame never ends the connection.
 func (c *Conn) Handle(frame []byte) {
 	msg, perr := decodeMessage(frame)
 	if perr != nil {
@@ -626,7 +626,7 @@ func (c *Conn) verifySession(msg *clientMessage, sess *storage.Session, inst *in
 	return nil
 }
 
-// failAttempt records a wrong fingerprint on the session and answers
+// failAttempt records a wrong fingerprint on the session and returns
 // fingerprint_mismatch. Once the count reaches MaxAttempts, every later
 // hydration gets max_attempts_exceeded until the failed sweep removes the
 // session. The record is verified before it is re-signed, so a tampered

@@ -1,7 +1,8 @@
 // Package live runs live components: the registry of component types, the
 // in-memory instances of connected clients, ownership, hydration from stored
-// snapshots and the JSON wire protocol. It knows nothing of HTTP or of the
-// database behind storage.Store; the app package connects it to both.
+// snapshots and the JSON wire protocol. It imports no HTTP or database
+// package: storage.Store hides the database, and the app package connects
+// both.
 package live
 
 import (

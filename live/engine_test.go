@@ -30,7 +30,7 @@ func (r *recorder) Send(msg []byte) {
 	r.mu.Unlock()
 }
 
-// take returns and forgets the messages received so far.
+// take returns the messages received so far and clears the list.
 func (r *recorder) take() []map[string]any {
 	r.mu.Lock()
 	defer r.mu.Unlock()

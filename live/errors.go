@@ -44,8 +44,8 @@ func refreshError(code, format string, args ...any) *Error {
 }
 
 // ErrBadArgs marks an error caused by invalid action arguments or props. An
-// action that returns an error wrapping it is answered with bad_args; any
-// other error is answered with action_failed.
+// action error wrapping it is sent to the client as bad_args, and any other
+// action error as action_failed.
 var ErrBadArgs = errors.New("bad arguments")
 
 // BadArgs returns an error wrapping ErrBadArgs with a formatted message.

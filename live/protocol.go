@@ -37,8 +37,8 @@ type clientMessage struct {
 }
 
 // decodeMessage parses one frame. A frame that is not a JSON object, or whose
-// fields have the wrong JSON types, is a bad_json error; the ref is returned
-// whenever it could be read so the error can echo it.
+// fields have the wrong JSON types, is a bad_json error. The ref is returned
+// whenever it could be read, so that the error can echo it.
 func decodeMessage(frame []byte) (*clientMessage, *Error) {
 	var msg clientMessage
 	if err := json.Unmarshal(frame, &msg); err != nil {

@@ -1173,8 +1173,8 @@ func (e *e2e) testMaxAttempts(t *testing.T) {
 	c = resume(t, srv, "c3", token, clientID)
 	r, sent = c.hydrateRaw(t, counter.id, "wrong")
 	expectError(t, r, "fingerprint_mismatch", sent)
-	// The wrong fingerprint that brings the count to --max-attempts is still
-	// answered with fingerprint_mismatch; max_attempts_exceeded comes after.
+	// The wrong fingerprint that brings the count to --max-attempts still gets
+	// fingerprint_mismatch. Only later hydrations get max_attempts_exceeded.
 	r, sent = c.hydrateRaw(t, counter.id, "wrong")
 	if r["type"] != "error" || r["code"] != "fingerprint_mismatch" {
 		t.Errorf("attempt %d of --max-attempts 2: want error fingerprint_mismatch to %s, got %s", 2, sent, dump(r))
