@@ -148,13 +148,20 @@ func (s *Server) analyze(rt runtimeStats, ls live.Stats, st storage.Stats) analy
 	return a
 }
 
-func (s *Server) stats(c *fiber.Ctx) error {
+// snapshot reads the store, engine and runtime statistics together.
+func (s *Server) snapshot() (storage.Stats, live.Stats, runtimeStats, error) {
 	st, err := s.store.Stats()
+	if err != nil {
+		return st, live.Stats{}, runtimeStats{}, err
+	}
+	return st, s.engine.Stats(), readRuntime(), nil
+}
+
+func (s *Server) stats(c *fiber.Ctx) error {
+	st, ls, rt, err := s.snapshot()
 	if err != nil {
 		return err
 	}
-	ls := s.engine.Stats()
-	rt := readRuntime()
 	js := s.jobs.Stats()
 	return c.JSON(fiber.Map{
 		"timestamp": time.Now().UTC(),
@@ -190,12 +197,10 @@ func (s *Server) stats(c *fiber.Ctx) error {
 }
 
 func (s *Server) health(c *fiber.Ctx) error {
-	st, err := s.store.Stats()
+	st, ls, rt, err := s.snapshot()
 	if err != nil {
 		return err
 	}
-	ls := s.engine.Stats()
-	rt := readRuntime()
 	heapMB := float64(rt.HeapInuseBytes) / (1 << 20)
 	lim := s.opts.Health
 	warnings := []string{}

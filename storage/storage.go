@@ -86,9 +86,11 @@ type Store interface {
 	// is taken.
 	CreateSession(s *Session) error
 
-	// UpdateSession replaces a session's mutable fields (state, version,
-	// activity, attempts, MAC). It returns ErrNotFound when the session was
-	// deleted meanwhile, for example by a sweep.
+	// UpdateSession replaces the record of an existing session. Owner,
+	// Component and Fingerprint must stay as created, because only
+	// CreateSession writes the ownership record; a changed Owner is an error.
+	// It returns ErrNotFound when the session was deleted meanwhile, for
+	// example by a sweep.
 	UpdateSession(s *Session) error
 
 	// GetSession returns a copy of a session, ErrNotFound or ErrCorrupt.

@@ -247,6 +247,10 @@ func (s *Store) UpdateSession(sess *Session) error {
 		if old == nil {
 			return fmt.Errorf("update session %s: %w", sess.ID, storage.ErrNotFound)
 		}
+		// by_owner and clients are keyed by owner and written only on create.
+		if len(old) < 8 || string(old[8:]) != sess.Owner {
+			return fmt.Errorf("update session %s: owner cannot change to %q", sess.ID, sess.Owner)
+		}
 		if len(old) >= 8 {
 			if err := tx.Bucket(bucketActivity).Delete(activityKey(old[:8], sess.ID)); err != nil {
 				return err
@@ -331,7 +335,10 @@ func deleteSession(tx *bolt.Tx, id string) (clientRemoved bool, err error) {
 	key := []byte(id)
 	keys := tx.Bucket(bucketSessionKeys).Get(key)
 	if keys == nil {
-		// Not indexed: at most a stray record is left.
+		// Not indexed: at most a stray record or failed entry is left.
+		if err := tx.Bucket(bucketFailed).Delete(key); err != nil {
+			return false, err
+		}
 		return false, tx.Bucket(bucketSessions).Delete(key)
 	}
 	keys = bytes.Clone(keys)
@@ -450,6 +457,12 @@ func (s *Store) sweepOne(tx *bolt.Tx, actKey []byte, id string, r *storage.Sweep
 		r.Orphans++
 		return tx.Bucket(bucketActivity).Delete(actKey)
 	}
+	return sweepSession(tx, id, r)
+}
+
+// sweepSession deletes one session and counts it, and its client when that
+// was the client's last session.
+func sweepSession(tx *bolt.Tx, id string, r *storage.SweepResult) error {
 	clientRemoved, err := deleteSession(tx, id)
 	if err != nil {
 		return err
@@ -485,13 +498,15 @@ func (s *Store) SweepFailed(maxAttempts int) (storage.SweepResult, error) {
 			}
 		}
 		for _, id := range ids {
-			clientRemoved, err := deleteSession(tx, id)
-			if err != nil {
-				return err
+			if tx.Bucket(bucketSessionKeys).Get([]byte(id)) == nil {
+				r.Orphans++
+				if err := tx.Bucket(bucketFailed).Delete([]byte(id)); err != nil {
+					return err
+				}
+				continue
 			}
-			r.Sessions++
-			if clientRemoved {
-				r.Clients++
+			if err := sweepSession(tx, id, &r); err != nil {
+				return err
 			}
 		}
 		return nil
