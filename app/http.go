@@ -14,7 +14,7 @@ import (
 )
 
 // routes builds the fiber application.
-func (s *Server) routes() *fiber.App {
+func (s *Server) routes() (*fiber.App, error) {
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
 		BodyLimit:             DefaultBodyLimit,
@@ -23,22 +23,30 @@ func (s *Server) routes() *fiber.App {
 	})
 	s.liveHandler = s.newLiveHandler()
 
-	app.Get("/", s.index)
+	allowed := map[string]string{
+		"/live": "GET, HEAD", "/api/memory/stats": "GET, HEAD",
+		"/api/memory/health": "GET, HEAD", "/api/memory/cleanup": "POST",
+	}
+	for url, file := range pages {
+		handler, err := servePage(file)
+		if err != nil {
+			return nil, err
+		}
+		app.Get(url, handler)
+		allowed[url] = "GET, HEAD"
+	}
 	app.Get("/live", s.upgradeLive)
 	api := app.Group("/api/memory")
 	api.Get("/stats", s.stats)
 	api.Get("/health", s.health)
 	api.Post("/cleanup", s.cleanup)
-	for path, allow := range map[string]string{
-		"/": "GET, HEAD", "/live": "GET, HEAD", "/api/memory/stats": "GET, HEAD",
-		"/api/memory/health": "GET, HEAD", "/api/memory/cleanup": "POST",
-	} {
+	for path, allow := range allowed {
 		app.All(path, methodNotAllowed(allow))
 	}
 	app.Use(func(c *fiber.Ctx) error {
 		return fiber.NewError(fiber.StatusNotFound, fmt.Sprintf("no route for %s %s", c.Method(), c.Path()))
 	})
-	return app
+	return app, nil
 }
 
 // methodNotAllowed rejects a known path called with another method.
@@ -69,15 +77,6 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		s.log.Error("http handler failed", "method", c.Method(), "path", c.Path(), "err", err)
 	}
 	return c.Status(body.Error.Status).JSON(body)
-}
-
-func (s *Server) index(c *fiber.Ctx) error {
-	return c.JSON(fiber.Map{
-		"name":       "livebolt",
-		"websocket":  "/live",
-		"components": s.engine.Registry().Names(),
-		"endpoints":  []string{"GET /api/memory/stats", "GET /api/memory/health", "POST /api/memory/cleanup"},
-	})
 }
 
 type runtimeStats struct {

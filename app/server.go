@@ -203,7 +203,9 @@ func build(opts Options, store *boltdb.Store) (*Server, error) {
 	if err := s.addJobs(); err != nil {
 		return nil, err
 	}
-	s.fiber = s.routes()
+	if s.fiber, err = s.routes(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -46,18 +46,51 @@ type e2e struct {
 	bin string
 }
 
+// binDir is the folder of the binary built once for the end-to-end and
+// browser tests; TestMain removes it.
+var (
+	binDir   string
+	binOnce  sync.Once
+	binPath  string
+	binError error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "livebolt-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "create folder for the test binary:", err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildBinary builds the livebolt binary on first use and returns the
+// shared end-to-end state.
+func buildBinary(t *testing.T) *e2e {
+	t.Helper()
+	binOnce.Do(func() {
+		binPath = filepath.Join(binDir, "livebolt")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binError = fmt.Errorf("go build -o %s .: %v\n%s", binPath, err, out)
+		}
+	})
+	if binError != nil {
+		t.Fatal(binError)
+	}
+	return &e2e{bin: binPath}
+}
+
 // TestE2E builds the binary once and runs every scenario as a parallel
 // subtest, each with its own server process and data folder.
 func TestE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test: builds and runs the livebolt binary")
 	}
-	bin := filepath.Join(t.TempDir(), "livebolt")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build -o %s .: %v\n%s", bin, err, out)
-	}
-	e := &e2e{bin: bin}
+	e := buildBinary(t)
 
 	t.Run("Lifecycle", e.testLifecycle)
 	t.Run("CounterToggleActions", e.testCounterToggleActions)
