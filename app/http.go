@@ -229,6 +229,11 @@ func (s *Server) health(c *fiber.Ctx) error {
 // authorizeAdmin checks the caller of an administrative endpoint: the bearer
 // token when one is configured, a loopback peer address otherwise.
 func (s *Server) authorizeAdmin(c *fiber.Ctx) error {
+	// A page on another site can make a browser send a simple POST to a
+	// loopback server; browsers mark it with Origin, so reject that first.
+	if c.Get(fiber.HeaderOrigin) != "" && !s.checkOrigin(c) {
+		return fiber.NewError(fiber.StatusForbidden, "cleanup does not accept cross-origin requests from "+c.Get(fiber.HeaderOrigin))
+	}
 	if s.opts.AdminToken == "" {
 		if ip := c.Context().RemoteIP(); !ip.IsLoopback() {
 			return fiber.NewError(fiber.StatusForbidden, "cleanup is allowed only from loopback addresses unless LIVEBOLT_ADMIN_TOKEN is set")

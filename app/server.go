@@ -27,6 +27,7 @@ const (
 	DefaultFailedSweep   = "@every 1m"
 	DefaultMaxFrameBytes = 64 << 10
 	DefaultSendQueue     = 256
+	DefaultSendQueueMiB  = 8
 	DefaultWriteTimeout  = 10 * time.Second
 	DefaultBodyLimit     = 64 << 10
 	DatabaseFile         = "livebolt.db"
@@ -74,9 +75,12 @@ type Options struct {
 	// MaxFrameBytes is the largest WebSocket frame accepted; a larger one
 	// closes the connection with code 1009. Default DefaultMaxFrameBytes.
 	MaxFrameBytes int64
-	// SendQueue is the number of messages buffered per connection; a client
-	// that falls further behind is disconnected. Default DefaultSendQueue.
-	SendQueue int
+	// SendQueue and SendQueueBytes bound the messages buffered per
+	// connection, in count and in bytes; a client that falls further behind
+	// is disconnected with 1008. Defaults DefaultSendQueue messages and
+	// DefaultSendQueueMiB MiB.
+	SendQueue      int
+	SendQueueBytes int
 	// LockTimeout is how long to wait for a database file held by another
 	// process; default boltdb.DefaultLockTimeout.
 	LockTimeout time.Duration
@@ -113,6 +117,9 @@ func (o *Options) fill() error {
 	if o.SendQueue == 0 {
 		o.SendQueue = DefaultSendQueue
 	}
+	if o.SendQueueBytes == 0 {
+		o.SendQueueBytes = DefaultSendQueueMiB << 20
+	}
 	if o.Register == nil {
 		o.Register = components.Register
 	}
@@ -124,8 +131,8 @@ func (o *Options) fill() error {
 			return fmt.Errorf("app: Options.%s: %w", spec.name, err)
 		}
 	}
-	if o.MaxFrameBytes < 0 || o.SendQueue < 0 {
-		return fmt.Errorf("app: MaxFrameBytes (%d) and SendQueue (%d) must not be negative", o.MaxFrameBytes, o.SendQueue)
+	if o.MaxFrameBytes < 0 || o.SendQueue < 0 || o.SendQueueBytes < 0 {
+		return fmt.Errorf("app: MaxFrameBytes (%d), SendQueue (%d) and SendQueueBytes (%d) must not be negative", o.MaxFrameBytes, o.SendQueue, o.SendQueueBytes)
 	}
 	return nil
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	fastws "github.com/fasthttp/websocket"
+	"github.com/livebolt/livebolt/app/components"
+	"github.com/livebolt/livebolt/live"
 )
 
 // testServer is a Server listening on a loopback port.
@@ -401,10 +403,24 @@ func TestCleanupWithoutTokenOnlyLoopback(t *testing.T) {
 	if status != http.StatusOK {
 		t.Errorf("loopback cleanup: status %d, want 200", status)
 	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+s.addr+"/api/memory/cleanup?all=true", strings.NewReader("a=b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Origin", "http://evil.example")
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cross-origin cleanup from a browser page: status %d, want 403", resp.StatusCode)
+	}
 	// fiber's in-memory test connection reports the peer as 0.0.0.0, which
 	// is not a loopback address.
-	req := httptest.NewRequest(http.MethodPost, "/api/memory/cleanup", nil)
-	resp, err := s.fiber.Test(req)
+	req = httptest.NewRequest(http.MethodPost, "/api/memory/cleanup", nil)
+	resp, err = s.fiber.Test(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,5 +490,87 @@ func TestOptionsValidation(t *testing.T) {
 			_ = srv.Close()
 			t.Errorf("%s: New accepted the options", name)
 		}
+	}
+}
+
+// registerFlood adds the demo components and "flood", whose spam(n) action
+// emits n events of 16 KiB each, to fill a connection's send queue.
+func registerFlood(reg *live.Registry) error {
+	if err := components.Register(reg); err != nil {
+		return err
+	}
+	payload := strings.Repeat("x", 16<<10)
+	return reg.Register(live.Define("flood", func(live.Props) (struct{}, error) { return struct{}{}, nil }).
+		Action("spam", func(ctx *live.Context, _ *struct{}, args live.Args) (any, error) {
+			n, err := args.Int(0)
+			if err != nil {
+				return nil, err
+			}
+			for i := 0; i < n; i++ {
+				ctx.Emit("spam", payload)
+			}
+			return nil, nil
+		}))
+}
+
+func waitConnections(t *testing.T, s *testServer, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.engine.Stats().ConnectionCount != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("connections = %d after 5 s, want %d", s.engine.Stats().ConnectionCount, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSlowClientDisconnected(t *testing.T) {
+	s := startServer(t, Options{Register: registerFlood, SendQueue: 16, SendQueueBytes: 256 << 10})
+	slow := s.dial(t, nil)
+	slow.do(map[string]any{"type": "hello"})
+	id := slow.do(map[string]any{"type": "mount", "component": "flood"})["id"].(string)
+	other := s.dial(t, nil)
+	other.do(map[string]any{"type": "hello"})
+	counter := other.do(map[string]any{"type": "mount", "component": "counter"})["id"].(string)
+
+	// 4,000 events of 16 KiB are far more than the socket buffers hold, and
+	// the slow client reads none of them.
+	slow.send(map[string]any{"type": "call", "id": id, "action": "spam", "args": []any{4000}})
+	waitConnections(t, s, 1)
+	if !strings.Contains(s.logs.String(), "disconnecting slow client") {
+		t.Error("no log line for the slow client")
+	}
+	r := other.do(map[string]any{"type": "call", "id": counter, "action": "increment", "args": []any{}})
+	if r["type"] != "state" {
+		t.Errorf("other client's call after the slow one was cut: %v", r)
+	}
+	// The slow client sees its connection end.
+	var err error
+	for i := 0; i < 100000 && err == nil; i++ {
+		_, err = slow.read()
+	}
+	if err == nil {
+		t.Error("slow client's connection still delivers messages")
+	}
+}
+
+func TestShutdownWithStalledClient(t *testing.T) {
+	s := startServer(t, Options{Register: registerFlood})
+	c := s.dial(t, nil)
+	c.do(map[string]any{"type": "hello"})
+	id := c.do(map[string]any{"type": "mount", "component": "flood"})["id"].(string)
+	// 200 events of 16 KiB stay within the send queue, but the socket buffers
+	// fill, so the writer blocks on a client that does not read.
+	c.send(map[string]any{"type": "call", "id": id, "action": "spam", "args": []any{200}})
+	time.Sleep(300 * time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown with a stalled client: %v", err)
+	}
+	if elapsed := time.Since(start); elapsed > closeGrace+time.Second {
+		t.Errorf("shutdown took %s, want at most %s", elapsed, closeGrace+time.Second)
 	}
 }

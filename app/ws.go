@@ -22,8 +22,13 @@ const (
 	closeServiceRestart = websocket.CloseServiceRestart  // 1012: shutdown
 )
 
-// wsConn is the outbox of one WebSocket: a bounded queue drained by one
-// writer goroutine, so a slow client never blocks the engine or others.
+// closeGrace bounds each write once shutdown has begun, so a client that
+// stopped reading cannot hold up Shutdown for the full write timeout.
+const closeGrace = 2 * time.Second
+
+// wsConn is the outbox of one WebSocket: a queue bounded in messages and
+// bytes, drained by one writer goroutine. Send never blocks, so a slow
+// client cannot stall the engine or a broadcast to others.
 type wsConn struct {
 	// ws is the fasthttp/websocket connection itself, not contrib's wrapper:
 	// contrib returns the wrapper to a pool when the handler returns, while
@@ -31,43 +36,80 @@ type wsConn struct {
 	ws  *fastws.Conn
 	log *slog.Logger
 
-	queue chan []byte
-	wrote chan struct{} // closed when the writer has exited
+	queue    chan []byte
+	maxBytes int           // limit of queuedBytes
+	wrote    chan struct{} // closed when the writer has exited
 
-	mu        sync.Mutex
-	finished  bool   // queue closed; Send drops messages
-	code      int    // close code to send when the queue is drained
-	reason    string // close reason
-	closeSent bool   // the library already sent a close frame
+	mu          sync.Mutex
+	queuedBytes int
+	finished    bool      // queue closed; Send drops messages
+	aborted     bool      // connection cut; queued messages are dropped
+	closing     bool      // Shutdown began; writes end by closeBy
+	closeBy     time.Time // write deadline once closing
+	code        int       // close code to send when the queue is drained
+	reason      string    // close reason
+	closeSent   bool      // a close frame was already sent, or cannot be
 }
 
-func newWSConn(ws *fastws.Conn, queue int, log *slog.Logger) *wsConn {
-	return &wsConn{ws: ws, log: log, queue: make(chan []byte, queue), wrote: make(chan struct{}), code: closeNormal}
+func newWSConn(ws *fastws.Conn, queue, maxBytes int, log *slog.Logger) *wsConn {
+	return &wsConn{
+		ws: ws, log: log, queue: make(chan []byte, queue), maxBytes: maxBytes,
+		wrote: make(chan struct{}), code: closeNormal,
+	}
 }
 
 // Send implements live.Outbox. A full queue means the client is not reading:
-// it is disconnected rather than allowed to hold memory or block a
-// broadcast.
+// it is disconnected with 1008 rather than allowed to hold memory.
 func (c *wsConn) Send(msg []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.finished {
+	if c.finished || c.aborted {
 		return
 	}
-	select {
-	case c.queue <- msg:
-	default:
-		c.log.Warn("websocket send queue full; disconnecting slow client", "remote", c.ws.RemoteAddr().String(), "queued", len(c.queue))
-		c.code, c.reason = closePolicy, "send queue full"
-		_ = c.ws.NetConn().Close()
+	if len(c.queue) == cap(c.queue) || c.queuedBytes+len(msg) > c.maxBytes {
+		c.log.Warn("websocket send queue full; disconnecting slow client",
+			"remote", c.ws.RemoteAddr().String(), "queued_messages", len(c.queue), "queued_bytes", c.queuedBytes)
+		c.abortLocked(closePolicy, "send queue full")
+		return
 	}
+	c.queuedBytes += len(msg)
+	// Only Send writes to the queue, under c.mu, and it is not full.
+	c.queue <- msg
+}
+
+// abortLocked cuts the connection: a best-effort close frame, then deadlines
+// in the past, which end both the read loop and a blocked write. Closing the
+// socket itself is not possible here, because fasthttp's hijacked connection
+// ignores Close and closes the socket when the handler returns. The caller
+// holds c.mu.
+func (c *wsConn) abortLocked(code int, reason string) {
+	if c.aborted {
+		return
+	}
+	c.aborted = true
+	c.code, c.reason = code, reason
+	sent := c.closeSent
+	c.closeSent = true
+	go func() {
+		if !sent {
+			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(100*time.Millisecond))
+		}
+		_ = c.ws.NetConn().SetDeadline(time.Now())
+	}()
 }
 
 // beginClose sets the close code and ends the read loop after the frame it
-// is handling. The writer then flushes the queue and sends the close frame.
+// is handling. The writer then flushes the queue, within closeGrace, and
+// sends the close frame.
 func (c *wsConn) beginClose(code int, reason string) {
 	c.mu.Lock()
 	c.code, c.reason = code, reason
+	c.closing = true
+	c.closeBy = time.Now().Add(closeGrace)
+	// The socket's own deadline cuts a write already blocked; the writer
+	// uses closeBy for the writes after it. Conn.SetWriteDeadline must not be
+	// called here, because it is not safe alongside a running write.
+	_ = c.ws.NetConn().SetWriteDeadline(c.closeBy)
 	c.mu.Unlock()
 	_ = c.ws.SetReadDeadline(time.Now())
 }
@@ -77,13 +119,24 @@ func (c *wsConn) beginClose(code int, reason string) {
 func (c *wsConn) writeLoop() {
 	defer close(c.wrote)
 	for msg := range c.queue {
-		_ = c.ws.SetWriteDeadline(time.Now().Add(DefaultWriteTimeout))
+		c.mu.Lock()
+		c.queuedBytes -= len(msg)
+		skip := c.aborted
+		deadline := time.Now().Add(DefaultWriteTimeout)
+		if c.closing {
+			deadline = c.closeBy
+		}
+		_ = c.ws.SetWriteDeadline(deadline)
+		c.mu.Unlock()
+		if skip {
+			continue // drain, so finish does not wait for a dead peer
+		}
 		if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
-			_ = c.ws.NetConn().Close()
-			for range c.queue {
-				// Drain so Send never blocks; the peer is gone.
-			}
-			return
+			c.log.Debug("websocket write failed; closing", "remote", c.ws.RemoteAddr().String(), "err", err)
+			c.mu.Lock()
+			c.closeSent = true // the peer cannot take a close frame either
+			c.abortLocked(websocket.CloseAbnormalClosure, "write failed")
+			c.mu.Unlock()
 		}
 	}
 	c.mu.Lock()
@@ -158,7 +211,7 @@ func (s *Server) serveLive(ws *websocket.Conn) {
 	ws.SetReadLimit(s.opts.MaxFrameBytes)
 	// Clear any deadline left by the HTTP server on the hijacked connection.
 	_ = ws.SetReadDeadline(time.Time{})
-	wc := newWSConn(ws.Conn, s.opts.SendQueue, s.log)
+	wc := newWSConn(ws.Conn, s.opts.SendQueue, s.opts.SendQueueBytes, s.log)
 	go wc.writeLoop()
 
 	// Registration and the closing check share s.mu, so either Shutdown waits

@@ -147,11 +147,16 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		s.log.Info("scheduler stopped")
-		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("stop scheduler: jobs still running: %w", ctx.Err())
+		// select picks at random when both are ready; prefer done.
+		select {
+		case <-done:
+		default:
+			return fmt.Errorf("stop scheduler: jobs still running: %w", ctx.Err())
+		}
 	}
+	s.log.Info("scheduler stopped")
+	return nil
 }
 
 func (s *Scheduler) jobList() []*job {

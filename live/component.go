@@ -110,7 +110,7 @@ func (p Props) Decode(v any) error {
 	dec := json.NewDecoder(bytes.NewReader(p.raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return BadArgs("invalid props: %v", err)
+		return BadArgs("invalid props: %s", describeJSONError(err))
 	}
 	return nil
 }
@@ -137,31 +137,41 @@ func (a Args) Want(n int) error {
 	return nil
 }
 
-// Decode unmarshals argument i into v. Errors wrap ErrBadArgs.
+// Decode unmarshals argument i into v. Errors wrap ErrBadArgs. As with
+// encoding/json, a null argument leaves v unchanged.
 func (a Args) Decode(i int, v any) error {
 	if i < 0 || i >= len(a) {
 		return BadArgs("missing argument %d", i)
 	}
 	if err := json.Unmarshal(a[i], v); err != nil {
-		return BadArgs("invalid argument %d: %v", i, err)
+		return BadArgs("invalid argument %d: %s", i, describeJSONError(err))
 	}
 	return nil
 }
 
-// Int returns argument i as an integer; a string, a fraction or a missing
-// argument is a bad-args error.
+// decodeNonNull is Decode that rejects null, because JSON null would
+// otherwise silently become the zero value.
+func (a Args) decodeNonNull(i int, v any) error {
+	if i >= 0 && i < len(a) && bytes.Equal(bytes.TrimSpace(a[i]), []byte("null")) {
+		return BadArgs("argument %d is null", i)
+	}
+	return a.Decode(i, v)
+}
+
+// Int returns argument i as an integer; a string, a fraction, null or a
+// missing argument is a bad-args error.
 func (a Args) Int(i int) (int, error) {
 	var n int
-	if err := a.Decode(i, &n); err != nil {
+	if err := a.decodeNonNull(i, &n); err != nil {
 		return 0, err
 	}
 	return n, nil
 }
 
-// String returns argument i as a string.
+// String returns argument i as a string; null is a bad-args error.
 func (a Args) String(i int) (string, error) {
 	var s string
-	if err := a.Decode(i, &s); err != nil {
+	if err := a.decodeNonNull(i, &s); err != nil {
 		return "", err
 	}
 	return s, nil

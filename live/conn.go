@@ -76,21 +76,40 @@ func (c *Conn) dispatch(msg *clientMessage) *Error {
 }
 
 // Close releases the connection's instances. Their sessions stay stored, so
-// the client can hydrate them again on another connection.
+// the client can hydrate them again on another connection. Each session's
+// last activity is set to now first: an attached instance was in use, so its
+// age counts from the disconnect.
 func (c *Conn) Close() {
 	e := c.engine
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	for id, inst := range c.instances {
-		if e.instances[id] == inst {
-			delete(e.instances, id)
-		}
-		inst.conn = nil
-	}
-	c.instances = map[string]*instance{}
-	c.types = map[string]int{}
 	c.closed = true
 	delete(e.conns, c)
+	owned := make(map[string]*instance, len(c.instances))
+	for id, inst := range c.instances {
+		owned[id] = inst
+	}
+	e.mu.Unlock()
+	for id, inst := range owned {
+		c.releaseOnClose(id, inst)
+	}
+}
+
+func (c *Conn) releaseOnClose(id string, inst *instance) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if !c.owns(inst) {
+		return // moved to another connection meanwhile
+	}
+	next := *inst.sess
+	next.LastActivity = c.engine.now().UTC().Round(0)
+	if err := c.engine.signer.sign(&next); err == nil {
+		if err := c.engine.store.UpdateSession(&next); err == nil {
+			inst.sess = &next
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			c.engine.log.Error("record last activity on disconnect failed", "client", c.clientID, "component_id", id, "err", err)
+		}
+	}
+	c.release(id, inst)
 }
 
 func (c *Conn) send(v any) { c.out.Send(encode(v)) }
@@ -127,7 +146,8 @@ func (c *Conn) hello(msg *clientMessage) *Error {
 	if resumed {
 		refs, err := e.store.ClientSessions(clientID)
 		if err != nil {
-			return c.internal("list stored components", "", err)
+			// The client can still mount; hydrating by id works without the list.
+			e.log.Error("list stored components failed; welcoming with an empty list", "client", clientID, "err", err)
 		}
 		for _, r := range refs {
 			components = append(components, ComponentRef(r))
@@ -211,15 +231,21 @@ func (c *Conn) mount(msg *clientMessage) *Error {
 
 	inst := &instance{def: def, sess: sess, state: state}
 	e.mu.Lock()
+	// The id is new and random, so no other instance can hold it.
 	c.attach(id, inst)
 	e.mu.Unlock()
 	c.sendState(msg.Ref, sess, nil)
 	return nil
 }
 
-// attach binds inst to c, moving it from any other connection. The caller
-// holds Engine.mu.
-func (c *Conn) attach(id string, inst *instance) {
+// attach binds inst to c, moving it from any other connection. It returns
+// false, and changes nothing, when another instance of the same session is
+// already in memory: there is never more than one. The caller holds
+// Engine.mu.
+func (c *Conn) attach(id string, inst *instance) bool {
+	if other := c.engine.instances[id]; other != nil && other != inst {
+		return false
+	}
 	if inst.conn != nil && inst.conn != c {
 		inst.conn.detach(id, inst)
 	}
@@ -229,6 +255,7 @@ func (c *Conn) attach(id string, inst *instance) {
 		c.types[inst.def.Name()]++
 	}
 	c.engine.instances[id] = inst
+	return true
 }
 
 // detach unbinds inst from c. The caller holds Engine.mu.
@@ -323,6 +350,9 @@ func safeRun(fn func() (any, error)) (v any, err error) {
 
 func (c *Conn) call(msg *clientMessage) *Error {
 	e := c.engine
+	if msg.ID == "" {
+		return newError(CodeBadArgs, `call needs the "id" of a mounted component`)
+	}
 	inst := c.lookup(msg.ID)
 	if inst == nil {
 		return newError(CodeNotFound, "component %q is not mounted on this connection; mount or hydrate it first", msg.ID)
@@ -493,8 +523,10 @@ var errRetry = errors.New("instance changed while waiting")
 // Concurrent hydrations of one id are serialized.
 func (c *Conn) hydrate(msg *clientMessage) *Error {
 	e := c.engine
-	if msg.ID == "" {
-		return newError(CodeBadArgs, `hydrate needs an "id"`)
+	if msg.ID == "" || msg.Fingerprint == "" {
+		// A missing fingerprint is a malformed request, not a guess, so it
+		// does not count as a failed attempt.
+		return newError(CodeBadArgs, `hydrate needs an "id" and the "fingerprint" returned by mount`)
 	}
 	for {
 		e.mu.Lock()
@@ -515,14 +547,25 @@ func (c *Conn) hydrate(msg *clientMessage) *Error {
 		e.hydrating[msg.ID] = done
 		e.mu.Unlock()
 
-		perr := c.hydrateStored(msg)
+		err := c.hydrateFromStore(msg, done)
+		if errors.Is(err, errRetry) {
+			continue
+		}
+		return asProtocolError(err)
+	}
+}
 
+// hydrateFromStore runs hydrateStored and then, even after a panic, clears
+// the in-progress mark so other hydrations of the id can go on.
+func (c *Conn) hydrateFromStore(msg *clientMessage, done chan struct{}) error {
+	e := c.engine
+	defer func() {
 		e.mu.Lock()
 		delete(e.hydrating, msg.ID)
 		e.mu.Unlock()
 		close(done)
-		return perr
-	}
+	}()
+	return c.hydrateStored(msg)
 }
 
 func asProtocolError(err error) *Error {
@@ -555,13 +598,18 @@ func (c *Conn) hydrateAttached(msg *clientMessage, inst *instance) error {
 	}
 	inst.sess = touched
 	e.mu.Lock()
-	c.attach(msg.ID, inst)
+	attached := c.attach(msg.ID, inst)
 	e.mu.Unlock()
+	if !attached {
+		// The instance was released while the store was written, and
+		// another hydration loaded the session again: use that one.
+		return errRetry
+	}
 	c.sendState(msg.Ref, touched, nil)
 	return nil
 }
 
-func (c *Conn) hydrateStored(msg *clientMessage) *Error {
+func (c *Conn) hydrateStored(msg *clientMessage) error {
 	e := c.engine
 	sess, err := e.store.GetSession(msg.ID)
 	switch {
@@ -587,8 +635,11 @@ func (c *Conn) hydrateStored(msg *clientMessage) *Error {
 	}
 	inst := &instance{def: def, sess: touched, state: state}
 	e.mu.Lock()
-	c.attach(msg.ID, inst)
+	attached := c.attach(msg.ID, inst)
 	e.mu.Unlock()
+	if !attached {
+		return errRetry
+	}
 	c.sendState(msg.Ref, touched, nil)
 	return nil
 }

@@ -504,7 +504,7 @@ func TestFingerprintAttempts(t *testing.T) {
 	c3 := h.connect()
 	c3.hello(token)
 	wantError(t, c3.hydrate(id, "wrong"), CodeFingerprintMismatch, true)
-	wantError(t, c3.hydrate(id, ""), CodeFingerprintMismatch, true)
+	wantError(t, c3.hydrate(id, "wrong-too"), CodeFingerprintMismatch, true)
 	wantError(t, c3.hydrate(id, "wrong"), CodeFingerprintMismatch, true)
 	// Past the limit even the right fingerprint is rejected.
 	wantError(t, c3.hydrate(id, fp), CodeMaxAttemptsExceeded, true)
@@ -696,7 +696,7 @@ func TestUnmount(t *testing.T) {
 
 	c2 := h.connect()
 	c2.hello(token)
-	m := c2.hydrate(attached, "")
+	m := c2.hydrate(attached, "wrong")
 	wantError(t, m, CodeFingerprintMismatch, true)
 	r, _ := c2.do(map[string]any{"type": "unmount", "id": stored})
 	if r["type"] != "unmounted" || r["id"] != stored {
@@ -862,4 +862,199 @@ func TestRegistryRejectsBadNames(t *testing.T) {
 	if err := reg.Register(def); err == nil {
 		t.Error("registered the same name twice")
 	}
+}
+
+func TestErrorMessagesUseProtocolTerms(t *testing.T) {
+	c := newHarness(t).connect()
+	c.conn.Handle([]byte(`{"type":"hello","ref":"one"}`))
+	msg := c.out.take()[0]
+	if got := msg["message"].(string); !strings.Contains(got, `field "ref" must be an integer, not string`) {
+		t.Errorf("ref as string: message %q", got)
+	}
+	c.conn.Handle([]byte(`{"type":`))
+	if got := c.out.take()[0]["message"].(string); !strings.Contains(got, "incomplete JSON") {
+		t.Errorf("truncated frame: message %q", got)
+	}
+	c.hello("")
+	r, _ := c.do(map[string]any{"type": "mount", "component": "counter", "props": map[string]any{"initial": "5"}})
+	if got := r["message"].(string); !strings.Contains(got, `field "initial" must be an integer, not string`) || strings.Contains(got, "Go") {
+		t.Errorf("prop of the wrong type: message %q", got)
+	}
+	r, _ = c.do(map[string]any{"type": "mount", "component": "counter", "props": map[string]any{"start": 1}})
+	if got := r["message"].(string); !strings.Contains(got, `unknown field "start"`) {
+		t.Errorf("unknown prop: message %q", got)
+	}
+}
+
+func TestHydrateWithoutFingerprintIsNotAnAttempt(t *testing.T) {
+	h := newHarness(t)
+	c := h.connect()
+	c.hello("")
+	id := c.mount(nil)["id"].(string)
+	r, _ := c.do(map[string]any{"type": "hydrate", "id": id})
+	wantError(t, r, CodeBadArgs, false)
+	sess, err := h.store.GetSession(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.FailedAttempts != 0 {
+		t.Errorf("failed attempts after a hydrate without fingerprint = %d, want 0", sess.FailedAttempts)
+	}
+}
+
+// slowStore delays every UpdateSession of a real store, to widen the window
+// between a hydration's check and its attach.
+type slowStore struct {
+	storage.Store
+	delay time.Duration
+}
+
+func (s slowStore) UpdateSession(sess *storage.Session) error {
+	time.Sleep(s.delay)
+	return s.Store.UpdateSession(sess)
+}
+
+func TestHydrateRaceKeepsOneInstance(t *testing.T) {
+	h := newHarness(t)
+	e, err := New(Options{
+		Store: slowStore{Store: h.store, delay: time.Millisecond}, Registry: testRegistry(t),
+		Secret: []byte(strings.Repeat("k", 32)), MaxAge: time.Minute, Now: h.clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.engine = e
+	first := h.connect()
+	token := first.hello("")["token"].(string)
+	m := first.mount(nil)
+	id, fp := m["id"].(string), m["fingerprint"].(string)
+	hydrateFrame, _ := json.Marshal(map[string]any{"type": "hydrate", "id": id, "fingerprint": fp})
+	incFrame, _ := json.Marshal(map[string]any{"type": "call", "id": id, "action": "inc", "args": []any{}})
+
+	owner := first
+	acked := 0
+	for round := 0; round < 200; round++ {
+		b, c := h.connect(), h.connect()
+		b.hello(token)
+		c.hello(token)
+		var wg sync.WaitGroup
+		wg.Add(3)
+		go func() { defer wg.Done(); b.conn.Handle(hydrateFrame) }()
+		go func() { defer wg.Done(); owner.conn.Close() }()
+		go func() { defer wg.Done(); c.conn.Handle(hydrateFrame) }()
+		wg.Wait()
+
+		holders := 0
+		for _, cl := range []*client{b, c} {
+			cl.out.take()
+			cl.conn.Handle(incFrame)
+			for _, msg := range cl.out.take() {
+				if msg["type"] == "state" {
+					acked++
+					holders++
+					owner = cl
+				}
+			}
+		}
+		if holders != 1 {
+			t.Fatalf("round %d: %d connections could call the component, want exactly 1", round, holders)
+		}
+		if n := h.engine.Stats().InstanceCount; n != 1 {
+			t.Fatalf("round %d: %d instances in memory, want 1", round, n)
+		}
+		for _, cl := range []*client{b, c} {
+			if cl != owner {
+				cl.conn.Close()
+			}
+		}
+	}
+	stored, err := h.store.GetSession(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(stored.Version) != acked+1 {
+		t.Errorf("stored version %d, want %d (1 + %d acknowledged calls)", stored.Version, acked+1, acked)
+	}
+}
+
+type panicOnRestore struct{ N int }
+
+func (p *panicOnRestore) UnmarshalJSON([]byte) error { panic("restore panics on purpose") }
+
+func TestPanicInHydrateDoesNotBlockID(t *testing.T) {
+	reg := NewRegistry()
+	if err := reg.Register(Define("fragile", func(Props) (panicOnRestore, error) { return panicOnRestore{}, nil })); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessAt(t, filepath.Join(t.TempDir(), "live.db"), reg)
+	c := h.connect()
+	token := c.hello("")["token"].(string)
+	r, _ := c.do(map[string]any{"type": "mount", "component": "fragile"})
+	id, fp := r["id"].(string), r["fingerprint"].(string)
+	c.conn.Close()
+
+	c2 := h.connect()
+	c2.hello(token)
+	for attempt := 1; attempt <= 2; attempt++ {
+		done := make(chan map[string]any, 1)
+		go func() { done <- c2.hydrate(id, fp) }()
+		select {
+		case r := <-done:
+			wantError(t, r, CodeInternal, false)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("hydrate attempt %d after a panic did not return", attempt)
+		}
+	}
+}
+
+func TestTokenOnlyCanonicalForm(t *testing.T) {
+	h := newHarness(t)
+	token := h.connect().hello("")["token"].(string)
+	last := token[len(token)-1]
+	// The last of 43 base64 characters carries 2 unused bits; flipping one
+	// of them decodes to the same bytes.
+	sibling := token[:len(token)-1] + string(b64Sibling(last))
+	for name, bad := range map[string]string{
+		"newline inside": token[:10] + "\n" + token[10:],
+		"unused bits":    sibling,
+		"trailing CR":    token + "\r",
+	} {
+		if w := h.connect().hello(bad); w["resumed"] != false {
+			t.Errorf("%s: token accepted", name)
+		}
+	}
+}
+
+// b64Sibling returns another base64url character that differs only in the
+// lowest bit of its 6-bit value.
+func b64Sibling(ch byte) byte {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	i := strings.IndexByte(alphabet, ch)
+	return alphabet[i^1]
+}
+
+func TestCloseRecordsLastActivity(t *testing.T) {
+	h := newHarness(t)
+	c := h.connect()
+	token := c.hello("")["token"].(string)
+	m := c.mount(nil)
+	// Attached and idle for 50 s of the 60 s limit, then disconnected.
+	h.clock.Advance(50 * time.Second)
+	c.conn.Close()
+	h.clock.Advance(30 * time.Second)
+
+	c2 := h.connect()
+	c2.hello(token)
+	if r := c2.hydrate(m["id"].(string), m["fingerprint"].(string)); r["type"] != "state" {
+		t.Errorf("hydrate 30 s after disconnect, 80 s after the last call: %v", r)
+	}
+}
+
+func TestNullArgumentsRejected(t *testing.T) {
+	c := newHarness(t).connect()
+	c.hello("")
+	id := c.mount(nil)["id"].(string)
+	wantError(t, c.call(id, "add", nil), CodeBadArgs, false)
+	r, _ := c.do(map[string]any{"type": "call", "action": "inc"})
+	wantError(t, r, CodeBadArgs, false)
 }

@@ -43,7 +43,7 @@ func decodeMessage(frame []byte) (*clientMessage, *Error) {
 	var msg clientMessage
 	if err := json.Unmarshal(frame, &msg); err != nil {
 		ref := salvageRef(frame)
-		e := newError(CodeBadJSON, "frame is not a valid message object: %v", err)
+		e := newError(CodeBadJSON, "frame is not a valid message object: %s", describeJSONError(err))
 		return &clientMessage{Ref: ref}, e
 	}
 	if msg.Type == "" {

@@ -75,11 +75,10 @@ func (s *signer) verifyToken(token string) (string, bool) {
 	if !ok || clientID == "" {
 		return "", false
 	}
-	got, err := b64.DecodeString(sig)
-	if err != nil {
-		return "", false
-	}
-	return clientID, hmac.Equal(got, mac(s.tokenKey, []byte(clientID)))
+	want := mac(s.tokenKey, []byte(clientID))
+	// Compare the encoded form, so that only the one canonical spelling of
+	// a token is accepted (decoders skip newlines and ignore unused bits).
+	return clientID, hmac.Equal([]byte(sig), []byte(b64.EncodeToString(want)))
 }
 
 // fingerprint binds a session id to its owner and creation time.

@@ -101,7 +101,8 @@ type Store interface {
 	// session is not an error; a corrupt one is deleted too.
 	DeleteSession(id string) error
 
-	// ClientSessions lists the sessions a client owns, ordered by id.
+	// ClientSessions lists the sessions a client owns, ordered by id. Entries
+	// that cannot be decoded are left out.
 	ClientSessions(clientID string) ([]SessionRef, error)
 
 	// SweepExpired deletes sessions whose LastActivity is before cutoff,

@@ -385,7 +385,9 @@ func (s *Store) ClientSessions(clientID string) ([]storage.SessionRef, error) {
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var ref storage.SessionRef
 			if err := json.Unmarshal(v, &ref); err != nil {
-				return fmt.Errorf("decode ownership entry %q: %v: %w", k, err, storage.ErrCorrupt)
+				// One damaged entry must not hide the client's other
+				// sessions; the session itself stays reachable by id.
+				continue
 			}
 			refs = append(refs, ref)
 		}
