@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/livebolt/livebolt/app"
+	"github.com/livebolt/livebolt/jobs"
 	"github.com/livebolt/livebolt/live"
 )
 
@@ -68,7 +70,8 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:3000", "`host:port` to listen on; port 0 picks a free port")
 	fs.StringVar(&cfg.data, "data", "data", "`folder` of the database file livebolt.db, created if missing")
-	fs.DurationVar(&cfg.maxAge, "max-age", live.DefaultMaxAge, "`duration` a session may go unused before the age sweep removes it")
+	cfg.maxAge, cfg.shutdownTimeout = live.DefaultMaxAge, 10*time.Second
+	fs.Var((*durationFlag)(&cfg.maxAge), "max-age", "`duration` a session may go unused before the age sweep removes it")
 	fs.StringVar(&cfg.ageSweep, "age-sweep", app.DefaultAgeSweep, "cron `spec` of the age sweep (five fields or a descriptor such as \"@every 5m\")")
 	fs.StringVar(&cfg.failedSweep, "failed-sweep", app.DefaultFailedSweep, "cron `spec` of the sweep of sessions with too many failed hydrations")
 	fs.IntVar(&cfg.maxAttempts, "max-attempts", live.DefaultMaxAttempts, "failed hydration `attempts` after which a session is rejected and swept")
@@ -77,7 +80,7 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.maxHeapMB, "health-max-heap-mb", 500, "heap in use, in `MiB`, above which /api/memory/health reports warning")
 	fs.StringVar(&cfg.allowedOrigins, "allowed-origins", "", "comma-separated `origins` (scheme://host:port) allowed to open /live besides the server's own host; * allows any")
 	fs.Int64Var(&cfg.maxFrameBytes, "max-frame-bytes", app.DefaultMaxFrameBytes, "largest WebSocket frame in `bytes`; a larger one closes the connection with code 1009")
-	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "`duration` to wait for connections and jobs on SIGINT or SIGTERM")
+	fs.Var((*durationFlag)(&cfg.shutdownTimeout), "shutdown-timeout", "`duration` to wait for connections and jobs on SIGINT or SIGTERM")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.Usage = func() {
@@ -93,6 +96,20 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 			"                        loopback callers may use it\n", live.MinSecretBytes)
 	}
 	return fs
+}
+
+// durationFlag is a time.Duration flag whose error says how to write one.
+type durationFlag time.Duration
+
+func (d *durationFlag) String() string { return time.Duration(*d).String() }
+
+func (d *durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration; use a number with a unit, such as 30m, 90s or 1h", s)
+	}
+	*d = durationFlag(v)
+	return nil
 }
 
 // parseConfig reads the environment, then the command line over it.
@@ -135,6 +152,16 @@ func (cfg *config) validate() error {
 	case cfg.logFormat != "text" && cfg.logFormat != "json":
 		return fmt.Errorf("invalid --log-format %q: use text or json", cfg.logFormat)
 	}
+	for _, spec := range []struct{ flag, value string }{{"age-sweep", cfg.ageSweep}, {"failed-sweep", cfg.failedSweep}} {
+		if _, err := jobs.ParseSchedule(spec.value); err != nil {
+			return fmt.Errorf("invalid --%s: %w", spec.flag, err)
+		}
+	}
+	for _, origin := range splitList(cfg.allowedOrigins) {
+		if err := checkOrigin(origin); err != nil {
+			return fmt.Errorf("invalid --allowed-origins entry %q: %w", origin, err)
+		}
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
 		return fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", cfg.logLevel)
@@ -150,6 +177,19 @@ func (cfg *config) logger(w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// checkOrigin accepts "*" or an origin as browsers send it:
+// scheme://host[:port], with no path.
+func checkOrigin(origin string) error {
+	if origin == "*" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return errors.New("write it as scheme://host:port, for example http://localhost:3000, or * for any origin")
+	}
+	return nil
 }
 
 func splitList(s string) []string {
@@ -184,6 +224,12 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		secret = []byte(s)
 	}
 
+	// Listen first: a busy port then fails before the database is touched.
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		log.Error("start failed", "err", fmt.Errorf("listen on %s: %w; choose another --addr", cfg.addr, err))
+		return 1
+	}
 	srv, err := app.New(app.Options{
 		DataDir: cfg.data, Secret: secret, AdminToken: getenv("LIVEBOLT_ADMIN_TOKEN"),
 		MaxAge: cfg.maxAge, MaxAttempts: cfg.maxAttempts,
@@ -194,13 +240,8 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		Logger:         log,
 	})
 	if err != nil {
+		_ = ln.Close()
 		log.Error("start failed", "err", err)
-		return 1
-	}
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		log.Error("start failed", "err", fmt.Errorf("listen on %s: %w", cfg.addr, err))
-		_ = srv.Close()
 		return 1
 	}
 
