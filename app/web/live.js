@@ -196,11 +196,8 @@ export class LiveClient extends Emitter {
   scheduleReconnect() {
     this.setStatus(Status.RECONNECTING);
     const { minBackoffMs, maxBackoffMs } = this.options;
-    const cap = Math.min(maxBackoffMs, minBackoffMs * 2 ** this.attempt);
+    const delay = backoffDelay(this.attempt, minBackoffMs, maxBackoffMs, Math.random());
     this.attempt++;
-    // Full jitter: a random delay up to the capped exponential backoff, so a
-    // restarted server is not hit by every client at the same instant.
-    const delay = minBackoffMs / 2 + Math.random() * cap;
     setTimeout(() => {
       if (!this.closedByUser) this.open().catch(() => {});
     }, delay);
@@ -357,6 +354,15 @@ export class LiveClient extends Emitter {
     if (this.ws) this.ws.close(1000, 'client closed');
     else this.setStatus(Status.CLOSED);
   }
+}
+
+/** backoffDelay returns the wait in ms before reconnect attempt number
+ * attempt (0 first): half the minimum plus a random share (random in [0, 1))
+ * of an exponential backoff capped at maxMs. The jitter spreads the clients
+ * of a restarted server over time instead of all at one instant. */
+export function backoffDelay(attempt, minMs, maxMs, random) {
+  const cap = Math.min(maxMs, minMs * 2 ** attempt);
+  return minMs / 2 + random * cap;
 }
 
 function slotKey(slot) {

@@ -158,6 +158,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("TwoTabs", e.testTwoTabs)
 	t.Run("ExpiredSession", e.testExpiredSession)
 	t.Run("Dashboard", e.testDashboard)
+	t.Run("ClientLibrary", e.testClientLibrary)
 }
 
 func (e *e2e) testCounterSurvivesReload(t *testing.T) {
@@ -318,4 +319,45 @@ func (e *e2e) testDashboard(t *testing.T) {
 		t.Errorf("screenshot is %dx%d, want at least 800x600", b.Dx(), b.Dy())
 	}
 	t.Logf("dashboard screenshot: %s", path)
+}
+
+func (e *e2e) testClientLibrary(t *testing.T) {
+	srv := e.startData(t, "client", t.TempDir(), nil)
+	tab := newBrowser(t)
+	openDemo(t, tab, srv)
+	evalAsync := func(expr string) string {
+		t.Helper()
+		return value(t, tab, chromedp.Evaluate[string](expr, chromedp.EvalAwaitPromise))
+	}
+
+	// Backoff grows exponentially from 250 ms, is capped at 5 s, and the
+	// jitter stays within its bounds.
+	got := evalAsync(`import('/live.js').then(({ backoffDelay }) =>
+		JSON.stringify([0, 1, 2, 5, 20].map((n) => [backoffDelay(n, 250, 5000, 0), backoffDelay(n, 250, 5000, 0.999)])))`)
+	if want := `[[125,374.75],[125,624.5],[125,1124],[125,5120],[125,5120]]`; got != want {
+		t.Errorf("backoff delays %s, want %s", got, want)
+	}
+
+	// A server error rejects the call's promise with the code.
+	got = evalAsync(`import('/live.js').then(async ({ connect }) => {
+		const live = await connect('/live');
+		const todo = await live.mount('todo', {}, { key: 'probe' });
+		window.probe = { live, todo };
+		try { await todo.call('remove', 5); return 'resolved'; } catch (err) { return err.name + ':' + err.code; }
+	})`)
+	if got != "LiveError:bad_args" {
+		t.Errorf("call with a bad index: %s, want LiveError:bad_args", got)
+	}
+
+	// While the server is down, calls reject at once with "offline".
+	srv.kill(t)
+	waitJS(t, tab, "the probe client to notice", `window.probe.live.status === 'reconnecting'`)
+	got = evalAsync(`(async () => {
+		const start = performance.now();
+		try { await window.probe.todo.call('add', 'x'); return 'resolved'; }
+		catch (err) { return err.code + ':' + (performance.now() - start < 100); }
+	})()`)
+	if got != "offline:true" {
+		t.Errorf("call while offline: %s, want offline:true (rejected within 100 ms)", got)
+	}
 }
