@@ -84,6 +84,10 @@ type Options struct {
 	// LockTimeout is how long to wait for a database file held by another
 	// process; default boltdb.DefaultLockTimeout.
 	LockTimeout time.Duration
+	// NoSync skips fsync on every commit. Only for tests and benchmarks that
+	// do not kill the machine: acknowledged state then survives a killed
+	// process (the page cache keeps it) but not a power loss.
+	NoSync bool
 	// Register adds the component types. Nil registers the demo components.
 	Register func(*live.Registry) error
 	// Logger receives all logs; nil discards them.
@@ -163,7 +167,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	path := filepath.Join(opts.DataDir, DatabaseFile)
-	store, err := boltdb.Open(path, &boltdb.Options{LockTimeout: opts.LockTimeout})
+	store, err := boltdb.Open(path, &boltdb.Options{LockTimeout: opts.LockTimeout, NoSync: opts.NoSync})
 	if err != nil {
 		return nil, err
 	}
