@@ -30,6 +30,9 @@ const (
 	DefaultSendQueueMiB  = 8
 	DefaultWriteTimeout  = 10 * time.Second
 	DefaultBodyLimit     = 64 << 10
+	DefaultIdleTimeout   = 60 * time.Second
+	DefaultPingInterval  = 25 * time.Second
+	DefaultHelloTimeout  = 10 * time.Second
 	DatabaseFile         = "livebolt.db"
 )
 
@@ -84,6 +87,18 @@ type Options struct {
 	// LockTimeout is how long to wait for a database file held by another
 	// process; default boltdb.DefaultLockTimeout.
 	LockTimeout time.Duration
+	// IdleTimeout closes a WebSocket, with 1001, after this long without a
+	// frame or a pong from the client. The server pings every PingInterval,
+	// and browsers answer pings by themselves, so an open page stays
+	// connected. HelloTimeout closes, with 1008, a connection that has not
+	// sent hello by then. Defaults DefaultIdleTimeout, DefaultPingInterval
+	// and DefaultHelloTimeout.
+	IdleTimeout  time.Duration
+	PingInterval time.Duration
+	HelloTimeout time.Duration
+	// Limits bound what each client may send and hold; zero fields take the
+	// live package defaults.
+	Limits live.Limits
 	// NoSync skips fsync on every commit. Only for tests and benchmarks that
 	// do not kill the machine: acknowledged state then survives a killed
 	// process (the page cache keeps it) but not a power loss.
@@ -123,6 +138,21 @@ func (o *Options) fill() error {
 	}
 	if o.SendQueueBytes == 0 {
 		o.SendQueueBytes = DefaultSendQueueMiB << 20
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = DefaultPingInterval
+	}
+	if o.HelloTimeout == 0 {
+		o.HelloTimeout = DefaultHelloTimeout
+	}
+	if o.IdleTimeout < 0 || o.PingInterval < 0 || o.HelloTimeout < 0 {
+		return errors.New("app: IdleTimeout, PingInterval and HelloTimeout must not be negative")
+	}
+	if o.PingInterval >= o.IdleTimeout {
+		return fmt.Errorf("app: PingInterval (%s) must be shorter than IdleTimeout (%s), or idle clients that answer pings are closed", o.PingInterval, o.IdleTimeout)
 	}
 	if o.Register == nil {
 		o.Register = components.Register
@@ -201,7 +231,7 @@ func build(opts Options, store *boltdb.Store) (*Server, error) {
 	engine, err := live.New(live.Options{
 		Store: store, Registry: reg, Secret: secret,
 		MaxAge: opts.MaxAge, MaxAttempts: opts.MaxAttempts,
-		Logger: opts.Logger, Now: opts.Now,
+		Limits: opts.Limits, Logger: opts.Logger, Now: opts.Now,
 	})
 	if err != nil {
 		return nil, err
@@ -222,6 +252,11 @@ func build(opts Options, store *boltdb.Store) (*Server, error) {
 
 func (s *Server) addJobs() error {
 	err := s.jobs.Add(JobAgeSweep, s.opts.AgeSweep, func(ctx context.Context) (int, error) {
+		// Refresh sessions in use first, so that a crash before the next run
+		// does not make an open but idle page look unused for too long.
+		if _, err := s.engine.TouchAttached(); err != nil {
+			s.log.Error("record activity of open sessions failed", "err", err)
+		}
 		r, err := s.engine.SweepExpired()
 		return r.Sessions, err
 	})

@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -572,5 +574,117 @@ func TestShutdownWithStalledClient(t *testing.T) {
 	}
 	if elapsed := time.Since(start); elapsed > closeGrace+time.Second {
 		t.Errorf("shutdown took %s, want at most %s", elapsed, closeGrace+time.Second)
+	}
+}
+
+func TestIdleConnectionsClosed(t *testing.T) {
+	s := startServer(t, Options{IdleTimeout: 600 * time.Millisecond, PingInterval: 150 * time.Millisecond})
+	reader := s.dial(t, nil)
+	reader.do(map[string]any{"type": "hello"})
+	silent := s.dial(t, nil)
+	silent.do(map[string]any{"type": "hello"})
+
+	// The reader sends nothing but keeps reading, so its client library
+	// answers the server's pings; the silent client reads nothing, so it
+	// answers none.
+	readerErr := make(chan error, 1)
+	go func() {
+		_ = reader.ws.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+		_, _, err := reader.ws.ReadMessage()
+		readerErr <- err
+	}()
+	waitConnections(t, s, 1)
+	if err := <-readerErr; fastws.IsCloseError(err, fastws.CloseGoingAway) {
+		t.Fatalf("the connection that answers pings was closed as idle: %v", err)
+	}
+	_, err := silent.read()
+	if !fastws.IsCloseError(err, fastws.CloseGoingAway) {
+		t.Errorf("silent client: %v, want close 1001", err)
+	}
+}
+
+func TestHelloTimeout(t *testing.T) {
+	s := startServer(t, Options{HelloTimeout: 300 * time.Millisecond})
+	c := s.dial(t, nil)
+	_, err := c.read()
+	if !fastws.IsCloseError(err, fastws.ClosePolicyViolation) {
+		t.Errorf("connection without hello: %v, want close 1008", err)
+	}
+	waitConnections(t, s, 0)
+}
+
+// medianCallLatency makes n increment calls 5 ms apart, within the default
+// rate limit, and returns the median round trip.
+func medianCallLatency(t *testing.T, c *wsClient, id string, n int) time.Duration {
+	t.Helper()
+	rtts := make([]time.Duration, n)
+	for i := range rtts {
+		time.Sleep(5 * time.Millisecond)
+		start := time.Now()
+		r := c.do(map[string]any{"type": "call", "id": id, "action": "increment", "args": []any{}})
+		rtts[i] = time.Since(start)
+		if r["type"] != "state" {
+			t.Fatalf("call %d: %v", i, r)
+		}
+	}
+	slices.Sort(rtts)
+	return rtts[n/2]
+}
+
+func TestFloodingClientDoesNotSlowOthers(t *testing.T) {
+	s := startServer(t, Options{})
+	victim := s.dial(t, nil)
+	victim.do(map[string]any{"type": "hello"})
+	id := victim.do(map[string]any{"type": "mount", "component": "counter"})["id"].(string)
+	medianCallLatency(t, victim, id, 10) // warm up
+	baseline := medianCallLatency(t, victim, id, 60)
+
+	flooder := s.dial(t, nil)
+	flooder.do(map[string]any{"type": "hello"})
+	stop := make(chan struct{})
+	var sent, limited atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // send as fast as the socket takes frames
+		defer wg.Done()
+		frame := []byte(`{"type":"call","ref":1,"id":"nope","action":"x","args":[]}`)
+		for i := 0; i < 200000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if flooder.ws.WriteMessage(fastws.TextMessage, frame) != nil {
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	go func() { // read the replies, so the flooder is not cut off as slow
+		defer wg.Done()
+		for {
+			_ = flooder.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, msg, err := flooder.ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			if bytes.Contains(msg, []byte(`"rate_limited"`)) {
+				limited.Add(1)
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	during := medianCallLatency(t, victim, id, 60)
+	close(stop)
+	_ = flooder.ws.Close()
+	wg.Wait()
+
+	ratio := float64(during) / float64(baseline)
+	t.Logf("victim p50 %s alone, %s during the flood (%.1fx); flooder sent %d frames, %d rate_limited", baseline, during, ratio, sent.Load(), limited.Load())
+	if limited.Load() == 0 {
+		t.Error("the flood was never rate limited")
+	}
+	if ratio > 5 {
+		t.Errorf("flood slowed the other client's calls %.1fx, want at most 5x", ratio)
 	}
 }

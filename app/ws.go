@@ -18,6 +18,7 @@ import (
 // WebSocket close codes the server sends.
 const (
 	closeNormal         = websocket.CloseNormalClosure   // 1000
+	closeGoingAway      = websocket.CloseGoingAway       // 1001: idle timeout
 	closePolicy         = websocket.ClosePolicyViolation // 1008: client too slow
 	closeServiceRestart = websocket.CloseServiceRestart  // 1012: shutdown
 )
@@ -40,7 +41,13 @@ type wsConn struct {
 	maxBytes int           // limit of queuedBytes
 	wrote    chan struct{} // closed when the writer has exited
 
+	// ops counts goroutines that use ws outside the handler (the abort's
+	// close frame); finish waits for them, because fasthttp reuses the
+	// connection object once the handler returns.
+	ops sync.WaitGroup
+
 	mu          sync.Mutex
+	released    bool // the handler is returning; ws must not be used any more
 	queuedBytes int
 	finished    bool      // queue closed; Send drops messages
 	aborted     bool      // connection cut; queued messages are dropped
@@ -90,12 +97,40 @@ func (c *wsConn) abortLocked(code int, reason string) {
 	c.code, c.reason = code, reason
 	sent := c.closeSent
 	c.closeSent = true
+	if c.released {
+		return
+	}
+	c.ops.Add(1)
 	go func() {
+		defer c.ops.Done()
 		if !sent {
 			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(100*time.Millisecond))
 		}
-		_ = c.ws.NetConn().SetDeadline(time.Now())
+		// The library sets the socket's write deadline again at the start of
+		// every frame, so a write that began just before this could replace a
+		// single past deadline. Repeat until the writer has exited, for at
+		// most a second.
+		for range 20 {
+			_ = c.ws.NetConn().SetDeadline(time.Now())
+			select {
+			case <-c.wrote:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 	}()
+}
+
+// extendRead moves the read deadline to idle from now, unless the
+// connection is closing; it reports whether reading may go on.
+func (c *wsConn) extendRead(idle time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.aborted {
+		return false
+	}
+	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(idle))
+	return true
 }
 
 // beginClose sets the close code and ends the read loop after the frame it
@@ -103,6 +138,10 @@ func (c *wsConn) abortLocked(code int, reason string) {
 // sends the close frame.
 func (c *wsConn) beginClose(code int, reason string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.released {
+		return // the handler already finished
+	}
 	c.code, c.reason = code, reason
 	c.closing = true
 	c.closeBy = time.Now().Add(closeGrace)
@@ -110,8 +149,7 @@ func (c *wsConn) beginClose(code int, reason string) {
 	// uses closeBy for the writes after it. Conn.SetWriteDeadline must not be
 	// called here, because it is not safe alongside a running write.
 	_ = c.ws.NetConn().SetWriteDeadline(c.closeBy)
-	c.mu.Unlock()
-	_ = c.ws.SetReadDeadline(time.Now())
+	_ = c.ws.NetConn().SetReadDeadline(time.Now())
 }
 
 // writeLoop sends queued messages until the queue is closed, then the close
@@ -147,7 +185,8 @@ func (c *wsConn) writeLoop() {
 	}
 }
 
-// finish closes the queue and waits for the writer to flush it.
+// finish closes the queue, waits for the writer to flush it and for any
+// abort in progress, and marks ws released. The handler calls it last.
 func (c *wsConn) finish() {
 	c.mu.Lock()
 	if !c.finished {
@@ -156,6 +195,10 @@ func (c *wsConn) finish() {
 	}
 	c.mu.Unlock()
 	<-c.wrote
+	c.mu.Lock()
+	c.released = true
+	c.mu.Unlock()
+	c.ops.Wait()
 }
 
 // checkOrigin allows requests without Origin (non-browser clients), from
@@ -234,13 +277,56 @@ func (s *Server) serveLive(ws *websocket.Conn) {
 	}()
 
 	conn := s.engine.Connect(wc)
+	stopKeepalive := s.keepalive(wc, conn)
 	s.readLoop(ws.Conn, wc, conn)
+	stopKeepalive()
 	conn.Close()
 	wc.finish()
 }
 
+// keepalive pings the client every PingInterval and closes the connection
+// with 1008 when hello has not arrived within HelloTimeout. It returns a
+// function that stops both.
+func (s *Server) keepalive(wc *wsConn, conn *live.Conn) (stop func()) {
+	// Any frame or pong from the client extends the read deadline.
+	wc.ws.SetPongHandler(func(string) error {
+		wc.extendRead(s.opts.IdleTimeout)
+		return nil
+	})
+	helloTimer := time.AfterFunc(s.opts.HelloTimeout, func() {
+		if !conn.Welcomed() {
+			s.log.Debug("websocket closed: no hello in time", "remote", wc.ws.RemoteAddr().String(), "timeout", s.opts.HelloTimeout)
+			wc.beginClose(closePolicy, "hello timeout")
+		}
+	})
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		ticker := time.NewTicker(s.opts.PingInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ticker.C:
+				// WriteControl is safe alongside the writer goroutine.
+				_ = wc.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(DefaultWriteTimeout))
+			}
+		}
+	}()
+	return func() {
+		helloTimer.Stop()
+		close(done)
+		<-stopped
+	}
+}
+
 func (s *Server) readLoop(ws *fastws.Conn, wc *wsConn, conn *live.Conn) {
 	for {
+		if !wc.extendRead(s.opts.IdleTimeout) {
+			return // shutting down
+		}
 		kind, frame, err := ws.ReadMessage()
 		if err != nil {
 			s.noteReadEnd(wc, err)
@@ -270,7 +356,15 @@ func (s *Server) noteReadEnd(wc *wsConn, err error) {
 			s.log.Warn("websocket frame too large; closed with 1009", "remote", wc.ws.RemoteAddr().String(), "limit_bytes", s.opts.MaxFrameBytes)
 		}
 	case errors.As(err, &netErr) && netErr.Timeout():
-		// beginClose set the deadline; the close code is already chosen.
+		wc.mu.Lock()
+		idle := !wc.closing && !wc.aborted
+		if idle {
+			wc.code, wc.reason = closeGoingAway, "idle timeout"
+		}
+		wc.mu.Unlock()
+		if idle {
+			s.log.Debug("websocket closed: idle", "remote", wc.ws.RemoteAddr().String(), "timeout", s.opts.IdleTimeout)
+		}
 	default:
 		s.log.Debug("websocket read ended", "remote", wc.ws.RemoteAddr().String(), "err", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/livebolt/livebolt/storage"
 )
@@ -23,6 +24,36 @@ type Conn struct {
 	instances map[string]*instance
 	types     map[string]int // instances per component type, for broadcasts
 	closed    bool
+
+	// Token bucket of the message rate limit, used only by Handle.
+	tokens     float64
+	lastRefill time.Time
+}
+
+// allowMessage takes one token from the connection's bucket, refilled at
+// MessagesPerSecond up to MessageBurst.
+func (c *Conn) allowMessage() bool {
+	lim := &c.engine.limits
+	now := c.engine.now()
+	if c.lastRefill.IsZero() {
+		c.tokens = float64(lim.MessageBurst)
+	} else {
+		c.tokens += now.Sub(c.lastRefill).Seconds() * lim.MessagesPerSecond
+		c.tokens = min(c.tokens, float64(lim.MessageBurst))
+	}
+	c.lastRefill = now
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+// Welcomed reports whether the connection completed hello.
+func (c *Conn) Welcomed() bool {
+	c.engine.mu.Lock()
+	defer c.engine.mu.Unlock()
+	return c.clientID != ""
 }
 
 // ClientID returns the client id set by hello, or "" before it.
@@ -32,6 +63,15 @@ func (c *Conn) ClientID() string { return c.clientID }
 // panic inside is recovered, logged and sent to the client as an internal
 // error, so one bad frame never ends the connection.
 func (c *Conn) Handle(frame []byte) {
+	if !c.allowMessage() {
+		lim := &c.engine.limits
+		c.sendError(salvageRef(frame), "", newError(CodeRateLimited, "more than %g messages per second (burst %d); slow down, this message was not handled", lim.MessagesPerSecond, lim.MessageBurst))
+		// Pause this connection for one token's time, so that a flood is
+		// slowed to the limit instead of producing replies faster than they
+		// can be written.
+		time.Sleep(min(time.Second, time.Duration(float64(time.Second)/lim.MessagesPerSecond)))
+		return
+	}
 	msg, perr := decodeMessage(frame)
 	if perr != nil {
 		c.sendError(msg.Ref, "", perr)
@@ -130,17 +170,23 @@ func (c *Conn) hello(msg *clientMessage) *Error {
 		return newError(CodeBadArgs, "hello was already received on this connection")
 	}
 	e := c.engine
-	clientID, resumed := "", false
+	clientID, resumed, tampered := "", false, false
 	if msg.Token != "" {
 		if id, ok := e.signer.verifyToken(msg.Token); ok {
 			clientID, resumed = id, true
 		} else {
 			e.reject("invalid_token")
-			e.log.Warn("hello with invalid token; starting a new client", "reason", "invalid_token")
+			tampered = true
 		}
 	}
 	if clientID == "" {
 		clientID = randomID(16)
+	}
+	if tampered {
+		// The log names the new client id; nothing from the token is logged,
+		// because it may be a secret sent by mistake. All invalid tokens
+		// share one log window, since each gets a new client id.
+		e.logRejectionIn("invalid_token", clientID, "", "invalid_token")
 	}
 	components := []ComponentRef{}
 	if resumed {
@@ -201,6 +247,14 @@ func (c *Conn) mount(msg *clientMessage) *Error {
 	if perr != nil {
 		return perr
 	}
+	if perr := c.checkInstanceLimit(); perr != nil {
+		return perr
+	}
+	if refs, err := e.store.ClientSessions(c.clientID); err != nil {
+		return c.internal("count stored sessions", "", err)
+	} else if len(refs) >= e.limits.MaxSessionsPerClient {
+		return newError(CodeLimitExceeded, "client has %d stored sessions, the limit is %d; unmount some first", len(refs), e.limits.MaxSessionsPerClient)
+	}
 
 	state, err := safeRun(func() (any, error) { return def.mount(Props{raw: props}) })
 	if err != nil {
@@ -246,13 +300,17 @@ func (c *Conn) attach(id string, inst *instance) bool {
 	if other := c.engine.instances[id]; other != nil && other != inst {
 		return false
 	}
-	if inst.conn != nil && inst.conn != c {
-		inst.conn.detach(id, inst)
+	if old := inst.conn; old != nil && old != c {
+		old.detach(id, inst)
+		// Tell the old connection, so its client stops using the id. A
+		// connection that is closing drops the message.
+		old.sendError(nil, id, refreshError(CodeNotFound, "component %q moved to another connection of this client; mount a new one here", id))
 	}
 	if inst.conn != c {
 		inst.conn = c
 		c.instances[id] = inst
 		c.types[inst.def.Name()]++
+		c.engine.perClient[c.clientID]++
 	}
 	c.engine.instances[id] = inst
 	return true
@@ -268,7 +326,22 @@ func (c *Conn) detach(id string, inst *instance) {
 	if c.types[name]--; c.types[name] <= 0 {
 		delete(c.types, name)
 	}
+	if c.engine.perClient[c.clientID]--; c.engine.perClient[c.clientID] <= 0 {
+		delete(c.engine.perClient, c.clientID)
+	}
 	inst.conn = nil
+}
+
+// checkInstanceLimit rejects one more in-memory instance for this client.
+func (c *Conn) checkInstanceLimit() *Error {
+	e := c.engine
+	e.mu.Lock()
+	n := e.perClient[c.clientID]
+	e.mu.Unlock()
+	if n >= e.limits.MaxInstancesPerClient {
+		return newError(CodeLimitExceeded, "client has %d components in memory, the limit is %d; unmount or disconnect some first", n, e.limits.MaxInstancesPerClient)
+	}
+	return nil
 }
 
 // release detaches inst and drops it from memory. The caller holds inst.mu.
@@ -355,7 +428,7 @@ func (c *Conn) call(msg *clientMessage) *Error {
 	}
 	inst := c.lookup(msg.ID)
 	if inst == nil {
-		return newError(CodeNotFound, "component %q is not mounted on this connection; mount or hydrate it first", msg.ID)
+		return c.rejectHydration(msg.ID, CodeNotFound, "component %q is not mounted on this connection; hydrate it, or mount a new one if that fails", msg.ID)
 	}
 	if !inst.def.hasAction(msg.Action) {
 		return newError(CodeUnknownAction, "component %s has no action %q; actions: %s", inst.def.Name(), msg.Action, strings.Join(inst.def.Actions(), ", "))
@@ -499,7 +572,7 @@ func (e *Engine) instanceByID(id string) *instance {
 // names the client and component ids, never the token or fingerprint.
 func (c *Conn) rejectHydration(id, code, format string, args ...any) *Error {
 	c.engine.reject(code)
-	c.engine.log.Warn("session access rejected", "client", c.clientID, "component_id", id, "reason", code)
+	c.engine.logRejection(c.clientID, id, code)
 	return refreshError(code, format, args...)
 }
 
@@ -611,6 +684,9 @@ func (c *Conn) hydrateAttached(msg *clientMessage, inst *instance) error {
 
 func (c *Conn) hydrateStored(msg *clientMessage) error {
 	e := c.engine
+	if perr := c.checkInstanceLimit(); perr != nil {
+		return perr
+	}
 	sess, err := e.store.GetSession(msg.ID)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):

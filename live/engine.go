@@ -24,6 +24,11 @@ const (
 	DefaultMaxPropsBytes = 16 << 10
 	DefaultMaxStateBytes = 256 << 10
 	DefaultMaxArgs       = 16
+
+	DefaultMessagesPerSecond     = 100
+	DefaultMessageBurst          = 200
+	DefaultMaxInstancesPerClient = 50
+	DefaultMaxSessionsPerClient  = 200
 )
 
 // Options configures an Engine. Store, Registry and Secret are required.
@@ -46,13 +51,26 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Limits bound what one client message may carry. Zero fields take the
+// Limits bound what one client may send and hold. Zero fields take the
 // Default values above.
 type Limits struct {
 	MaxKeyLength  int // characters of a mount key
 	MaxPropsBytes int // encoded size of mount props
 	MaxStateBytes int // encoded size of a component's state
 	MaxArgs       int // arguments of one call
+
+	// MessagesPerSecond and MessageBurst form a token bucket per connection.
+	// A frame beyond it is answered with rate_limited and not handled, and
+	// the connection's next read waits one token's time (1/MessagesPerSecond,
+	// at most 1 s), so a flood slows to the limit.
+	MessagesPerSecond float64
+	MessageBurst      int
+
+	// MaxInstancesPerClient bounds the in-memory instances of one client
+	// over all its connections; MaxSessionsPerClient bounds its stored
+	// sessions. Mounts and hydrations past them get limit_exceeded.
+	MaxInstancesPerClient int
+	MaxSessionsPerClient  int
 }
 
 func (l *Limits) fill() {
@@ -68,6 +86,32 @@ func (l *Limits) fill() {
 	if l.MaxArgs == 0 {
 		l.MaxArgs = DefaultMaxArgs
 	}
+	if l.MessagesPerSecond == 0 {
+		l.MessagesPerSecond = DefaultMessagesPerSecond
+	}
+	if l.MessageBurst == 0 {
+		l.MessageBurst = DefaultMessageBurst
+	}
+	if l.MaxInstancesPerClient == 0 {
+		l.MaxInstancesPerClient = DefaultMaxInstancesPerClient
+	}
+	if l.MaxSessionsPerClient == 0 {
+		l.MaxSessionsPerClient = DefaultMaxSessionsPerClient
+	}
+}
+
+func (l *Limits) validate() error {
+	for name, v := range map[string]float64{
+		"MaxKeyLength": float64(l.MaxKeyLength), "MaxPropsBytes": float64(l.MaxPropsBytes),
+		"MaxStateBytes": float64(l.MaxStateBytes), "MaxArgs": float64(l.MaxArgs),
+		"MessagesPerSecond": l.MessagesPerSecond, "MessageBurst": float64(l.MessageBurst),
+		"MaxInstancesPerClient": float64(l.MaxInstancesPerClient), "MaxSessionsPerClient": float64(l.MaxSessionsPerClient),
+	} {
+		if v < 0 {
+			return fmt.Errorf("live: Limits.%s is %v, must not be negative", name, v)
+		}
+	}
+	return nil
 }
 
 // Outbox delivers server messages to one connection. Send must not block: an
@@ -91,10 +135,12 @@ type Engine struct {
 	mu        sync.Mutex
 	instances map[string]*instance // attached instances by session id
 	conns     map[*Conn]struct{}
+	perClient map[string]int           // attached instances by client id
 	hydrating map[string]chan struct{} // closed when the hydration of an id from the store ends
 
-	rejectMu sync.Mutex
-	rejected map[string]uint64 // rejected hydrations and calls by error code
+	rejectMu  sync.Mutex
+	rejected  map[string]uint64     // rejected hydrations and calls by error code
+	rejectLog map[string]*logWindow // warn lines logged per client in the current window
 }
 
 // instance is a component held in memory for one connection. The fields
@@ -132,6 +178,9 @@ func New(opts Options) (*Engine, error) {
 	if opts.MaxAttempts == 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
 	}
+	if err := opts.Limits.validate(); err != nil {
+		return nil, err
+	}
 	opts.Limits.fill()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -150,6 +199,8 @@ func New(opts Options) (*Engine, error) {
 		now:       opts.Now,
 		instances: map[string]*instance{},
 		conns:     map[*Conn]struct{}{},
+		perClient: map[string]int{},
+		rejectLog: map[string]*logWindow{},
 		hydrating: map[string]chan struct{}{},
 		rejected:  map[string]uint64{},
 	}, nil
@@ -182,6 +233,56 @@ func (e *Engine) attached(id string) bool {
 // an instance in memory are in use and kept.
 func (e *Engine) SweepExpired() (storage.SweepResult, error) {
 	return e.store.SweepExpired(e.now().Add(-e.maxAge), e.attached)
+}
+
+// TouchAttached stores the current time as the last activity of every
+// instance in memory whose stored activity is older than a quarter of
+// MaxAge. Run it periodically: after a crash, which records no disconnect,
+// a session that was open but idle then still has a recent activity and
+// survives the restart. It returns the number of sessions written.
+func (e *Engine) TouchAttached() (int, error) {
+	e.mu.Lock()
+	attached := make([]*instance, 0, len(e.instances))
+	for _, inst := range e.instances {
+		attached = append(attached, inst)
+	}
+	e.mu.Unlock()
+
+	threshold := e.maxAge / 4
+	written := 0
+	var errs []error
+	for _, inst := range attached {
+		ok, err := e.touchIfStale(inst, threshold)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if ok {
+			written++
+		}
+	}
+	return written, errors.Join(errs...)
+}
+
+func (e *Engine) touchIfStale(inst *instance, threshold time.Duration) (bool, error) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	now := e.now().UTC().Round(0)
+	if e.instanceByID(inst.sess.ID) != inst || now.Sub(inst.sess.LastActivity) < threshold {
+		return false, nil
+	}
+	next := *inst.sess
+	next.LastActivity = now
+	if err := e.signer.sign(&next); err != nil {
+		return false, err
+	}
+	if err := e.store.UpdateSession(&next); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return false, nil // deleted meanwhile; the next call reports it
+		}
+		return false, fmt.Errorf("record activity of session %s: %w", next.ID, err)
+	}
+	inst.sess = &next
+	return true, nil
 }
 
 // SweepFailed deletes sessions that reached MaxAttempts failed hydrations.
@@ -228,6 +329,59 @@ func (e *Engine) reject(code string) {
 	e.rejectMu.Lock()
 	e.rejected[code]++
 	e.rejectMu.Unlock()
+}
+
+// Rejection log limits: at most rejectLogBurst warn lines per client per
+// rejectLogWindow, so an attack is visible without flooding the log.
+const (
+	rejectLogBurst   = 5
+	rejectLogWindow  = time.Minute
+	rejectLogClients = 10000 // windows kept before the map is reset
+)
+
+type logWindow struct {
+	start      time.Time
+	logged     int
+	suppressed int
+}
+
+// logRejection writes one warn line for a rejected access, unless the client
+// already had rejectLogBurst lines in the current window. The first line of
+// a new window reports how many were suppressed in the previous one.
+func (e *Engine) logRejection(clientID, componentID, reason string) {
+	e.logRejectionIn(clientID, clientID, componentID, reason)
+}
+
+// logRejectionIn is logRejection with the rate-limit window keyed by window
+// instead of the client id.
+func (e *Engine) logRejectionIn(window, clientID, componentID, reason string) {
+	now := e.now()
+	e.rejectMu.Lock()
+	w := e.rejectLog[window]
+	if w == nil {
+		if len(e.rejectLog) >= rejectLogClients {
+			e.rejectLog = map[string]*logWindow{}
+		}
+		w = &logWindow{start: now}
+		e.rejectLog[window] = w
+	}
+	suppressedBefore := 0
+	if now.Sub(w.start) >= rejectLogWindow {
+		suppressedBefore = w.suppressed
+		*w = logWindow{start: now}
+	}
+	if w.logged >= rejectLogBurst {
+		w.suppressed++
+		e.rejectMu.Unlock()
+		return
+	}
+	w.logged++
+	e.rejectMu.Unlock()
+	if suppressedBefore > 0 {
+		e.log.Warn("session access rejected", "client", clientID, "component_id", componentID, "reason", reason, "suppressed_before", suppressedBefore)
+		return
+	}
+	e.log.Warn("session access rejected", "client", clientID, "component_id", componentID, "reason", reason)
 }
 
 // Stats is a snapshot of the engine's in-memory state.

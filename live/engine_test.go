@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -124,6 +125,10 @@ func newHarness(t *testing.T) *harness {
 }
 
 func newHarnessAt(t *testing.T, path string, reg *Registry) *harness {
+	return newHarnessWith(t, path, reg, Limits{MaxStateBytes: 1024})
+}
+
+func newHarnessWith(t *testing.T, path string, reg *Registry, limits Limits) *harness {
 	t.Helper()
 	store, err := boltdb.Open(path, nil)
 	if err != nil {
@@ -134,7 +139,7 @@ func newHarnessAt(t *testing.T, path string, reg *Registry) *harness {
 	e, err := New(Options{
 		Store: store, Registry: reg, Secret: []byte(strings.Repeat("k", 32)),
 		MaxAge: time.Minute, MaxAttempts: 3, Now: clk.Now,
-		Limits: Limits{MaxStateBytes: 1024},
+		Limits: limits,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -387,7 +392,7 @@ func TestCallErrorsRollBack(t *testing.T) {
 	wantError(t, c.call(id, "add", 1.5), CodeBadArgs, false)
 	many := make([]any, DefaultMaxArgs+1)
 	wantError(t, c.call(id, "add", many...), CodeBadArgs, false)
-	wantError(t, c.call("missing", "inc"), CodeNotFound, false)
+	wantError(t, c.call("missing", "inc"), CodeNotFound, true)
 
 	// Each failing action changed the state before failing; the next call
 	// must start from the committed snapshot.
@@ -470,7 +475,7 @@ func TestHydrateOtherClientForbidden(t *testing.T) {
 	wantError(t, thief.hydrate(id, fp), CodeForbidden, true)
 	r, _ := thief.do(map[string]any{"type": "unmount", "id": id})
 	wantError(t, r, CodeForbidden, true)
-	wantError(t, thief.call(id, "inc"), CodeNotFound, false)
+	wantError(t, thief.call(id, "inc"), CodeNotFound, true)
 
 	stored, err := h.store.GetSession(id)
 	if err != nil {
@@ -636,7 +641,7 @@ func TestHydrateMovesBetweenConnections(t *testing.T) {
 	if r := tab2.hydrate(id, fp); count(r) != 1 {
 		t.Fatalf("hydrate on second connection: %v", r)
 	}
-	wantError(t, tab1.call(id, "inc"), CodeNotFound, false)
+	wantError(t, tab1.call(id, "inc"), CodeNotFound, true)
 	if count(tab2.call(id, "inc")) != 2 {
 		t.Error("second connection does not own the instance")
 	}
@@ -728,7 +733,7 @@ func TestUnmountAttached(t *testing.T) {
 	if n := h.engine.Stats().InstanceCount; n != 0 {
 		t.Errorf("instances after unmount = %d", n)
 	}
-	wantError(t, c.call(id, "inc"), CodeNotFound, false)
+	wantError(t, c.call(id, "inc"), CodeNotFound, true)
 	st, _ := h.store.Stats()
 	if st.Sessions != 0 || st.Clients != 0 {
 		t.Errorf("after unmount: sessions %d clients %d, want 0 0", st.Sessions, st.Clients)
@@ -793,7 +798,7 @@ func TestCallAfterSessionDeleted(t *testing.T) {
 	if released != 1 || r.Sessions != 1 {
 		t.Errorf("DeleteAllSessions released %d, deleted %d; want 1 1", released, r.Sessions)
 	}
-	wantError(t, c.call(id, "inc"), CodeNotFound, false)
+	wantError(t, c.call(id, "inc"), CodeNotFound, true)
 
 	id = c.mount(nil)["id"].(string)
 	if err := h.store.DeleteSession(id); err != nil {
@@ -1057,4 +1062,169 @@ func TestNullArgumentsRejected(t *testing.T) {
 	wantError(t, c.call(id, "add", nil), CodeBadArgs, false)
 	r, _ := c.do(map[string]any{"type": "call", "action": "inc"})
 	wantError(t, r, CodeBadArgs, false)
+}
+
+func TestRateLimitPerConnection(t *testing.T) {
+	h := newHarnessWith(t, filepath.Join(t.TempDir(), "live.db"), testRegistry(t), Limits{MessagesPerSecond: 10, MessageBurst: 3})
+	c := h.connect()
+	c.hello("")
+	id := c.mount(nil)["id"].(string)
+	if r := c.call(id, "inc"); r["type"] != "state" {
+		t.Fatalf("third message within the burst: %v", r)
+	}
+	r := c.call(id, "inc")
+	wantError(t, r, CodeRateLimited, false)
+	if r["ref"] != float64(c.ref) {
+		t.Errorf("rate_limited reply ref = %v, want %d", r["ref"], c.ref)
+	}
+	other := h.connect()
+	if w := other.hello(""); w["type"] != "welcome" {
+		t.Errorf("another connection was limited too: %v", w)
+	}
+	// 100 ms at 10 per second refills one token.
+	h.clock.Advance(100 * time.Millisecond)
+	if r := c.call(id, "inc"); r["type"] != "state" || count(r) != 2 {
+		t.Errorf("after the refill: %v, want count 2", r)
+	}
+	wantError(t, c.call(id, "inc"), CodeRateLimited, false)
+}
+
+func TestInstanceLimitPerClient(t *testing.T) {
+	h := newHarnessWith(t, filepath.Join(t.TempDir(), "live.db"), testRegistry(t), Limits{MaxInstancesPerClient: 2})
+	tab1 := h.connect()
+	token := tab1.hello("")["token"].(string)
+	tab1.mount(nil)
+	tab2 := h.connect()
+	tab2.hello(token)
+	m := tab2.mount(nil)
+	// The limit counts the client's instances over both connections.
+	r, _ := tab2.do(map[string]any{"type": "mount", "component": "counter"})
+	wantError(t, r, CodeLimitExceeded, false)
+	other := h.connect()
+	other.hello("")
+	other.mount(nil)
+
+	// Moving an instance between the client's own connections is allowed.
+	if r := tab1.hydrate(m["id"].(string), m["fingerprint"].(string)); r["type"] != "state" {
+		t.Errorf("moving an instance at the limit: %v", r)
+	}
+	tab1.conn.Close()
+	if r := tab2.mount(nil); r["type"] != "state" {
+		t.Errorf("mount after the instances were released: %v", r)
+	}
+}
+
+func TestSessionLimitPerClient(t *testing.T) {
+	h := newHarnessWith(t, filepath.Join(t.TempDir(), "live.db"), testRegistry(t), Limits{MaxSessionsPerClient: 2})
+	c := h.connect()
+	token := c.hello("")["token"].(string)
+	first := c.mount(nil)["id"].(string)
+	c.mount(nil)
+	c.conn.Close()
+
+	c2 := h.connect()
+	c2.hello(token)
+	r, _ := c2.do(map[string]any{"type": "mount", "component": "counter"})
+	wantError(t, r, CodeLimitExceeded, false)
+	if r, _ := c2.do(map[string]any{"type": "unmount", "id": first}); r["type"] != "unmounted" {
+		t.Fatalf("unmount: %v", r)
+	}
+	if r := c2.mount(nil); r["type"] != "state" {
+		t.Errorf("mount after an unmount: %v", r)
+	}
+}
+
+func TestRejectionLogRateLimited(t *testing.T) {
+	h := newHarness(t)
+	var logs syncLog
+	h.engine.log = slog.New(slog.NewTextHandler(&logs, nil))
+	owner := h.connect()
+	owner.hello("")
+	id := owner.mount(nil)["id"].(string)
+	attacker := h.connect()
+	attacker.hello("")
+	for i := 0; i < 50; i++ {
+		attacker.hydrate(id, "stolen")
+	}
+	if n := h.engine.Stats().Rejected[CodeForbidden]; n != 50 {
+		t.Errorf("rejected forbidden = %d, want 50", n)
+	}
+	if n := strings.Count(logs.String(), "session access rejected"); n != rejectLogBurst {
+		t.Errorf("%d warn lines for 50 rejections, want %d", n, rejectLogBurst)
+	}
+	h.clock.Advance(rejectLogWindow)
+	attacker.hydrate(id, "stolen")
+	if !strings.Contains(logs.String(), "suppressed_before=45") {
+		t.Errorf("the next window does not report the 45 suppressed lines:\n%s", logs.String())
+	}
+}
+
+type syncLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func TestTouchAttachedRefreshesOpenSessions(t *testing.T) {
+	h := newHarness(t)
+	c := h.connect()
+	c.hello("")
+	id := c.mount(nil)["id"].(string)
+	closed := h.connect()
+	closed.hello("")
+	idle := closed.mount(nil)["id"].(string)
+	closed.conn.Close()
+
+	h.clock.Advance(50 * time.Second)
+	n, err := h.engine.TouchAttached()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("TouchAttached wrote %d sessions, want 1 (the open one)", n)
+	}
+	sess, _ := h.store.GetSession(id)
+	if !sess.LastActivity.Equal(h.clock.Now()) {
+		t.Errorf("open session's last activity %s, want %s", sess.LastActivity, h.clock.Now())
+	}
+	if other, _ := h.store.GetSession(idle); other.LastActivity.Equal(h.clock.Now()) {
+		t.Error("a released session's activity was refreshed")
+	}
+	// Fresh activity (under a quarter of MaxAge old) is not written again.
+	h.clock.Advance(5 * time.Second)
+	if n, _ := h.engine.TouchAttached(); n != 0 {
+		t.Errorf("TouchAttached rewrote %d fresh sessions", n)
+	}
+	if count(c.call(id, "inc")) != 1 {
+		t.Error("instance unusable after TouchAttached")
+	}
+}
+
+func TestMoveNotifiesOldConnection(t *testing.T) {
+	h := newHarness(t)
+	tab1 := h.connect()
+	token := tab1.hello("")["token"].(string)
+	m := tab1.mount(nil)
+	tab2 := h.connect()
+	tab2.hello(token)
+	tab2.hydrate(m["id"].(string), m["fingerprint"].(string))
+	pushed := tab1.out.take()
+	if len(pushed) != 1 {
+		t.Fatalf("old connection got %v, want one message", pushed)
+	}
+	wantError(t, pushed[0], CodeNotFound, true)
+	if pushed[0]["id"] != m["id"] || pushed[0]["ref"] != nil {
+		t.Errorf("push %v: want the component id and no ref", pushed[0])
+	}
 }

@@ -23,6 +23,8 @@ const (
 	CodeActionFailed        = "action_failed"
 	CodeTooLarge            = "too_large"
 	CodeInternal            = "internal"
+	CodeRateLimited         = "rate_limited"
+	CodeLimitExceeded       = "limit_exceeded"
 )
 
 // Error is a protocol error: a code from the list above, a message for

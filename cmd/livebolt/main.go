@@ -43,26 +43,41 @@ type config struct {
 	allowedOrigins  string
 	maxFrameBytes   int64
 	shutdownTimeout time.Duration
+	idleTimeout     time.Duration
+	pingInterval    time.Duration
+	helloTimeout    time.Duration
+	limits          live.Limits
 	logLevel        string
 	logFormat       string
 }
 
 // flagEnv maps each flag to its environment variable.
 var flagEnv = map[string]string{
-	"addr":                 "LIVEBOLT_ADDR",
-	"data":                 "LIVEBOLT_DATA",
-	"max-age":              "LIVEBOLT_MAX_AGE",
-	"age-sweep":            "LIVEBOLT_AGE_SWEEP",
-	"failed-sweep":         "LIVEBOLT_FAILED_SWEEP",
-	"max-attempts":         "LIVEBOLT_MAX_ATTEMPTS",
-	"health-max-instances": "LIVEBOLT_HEALTH_MAX_INSTANCES",
-	"health-max-sessions":  "LIVEBOLT_HEALTH_MAX_SESSIONS",
-	"health-max-heap-mb":   "LIVEBOLT_HEALTH_MAX_HEAP_MB",
-	"allowed-origins":      "LIVEBOLT_ALLOWED_ORIGINS",
-	"max-frame-bytes":      "LIVEBOLT_MAX_FRAME_BYTES",
-	"shutdown-timeout":     "LIVEBOLT_SHUTDOWN_TIMEOUT",
-	"log-level":            "LIVEBOLT_LOG_LEVEL",
-	"log-format":           "LIVEBOLT_LOG_FORMAT",
+	"addr":                      "LIVEBOLT_ADDR",
+	"data":                      "LIVEBOLT_DATA",
+	"max-age":                   "LIVEBOLT_MAX_AGE",
+	"age-sweep":                 "LIVEBOLT_AGE_SWEEP",
+	"failed-sweep":              "LIVEBOLT_FAILED_SWEEP",
+	"max-attempts":              "LIVEBOLT_MAX_ATTEMPTS",
+	"health-max-instances":      "LIVEBOLT_HEALTH_MAX_INSTANCES",
+	"health-max-sessions":       "LIVEBOLT_HEALTH_MAX_SESSIONS",
+	"health-max-heap-mb":        "LIVEBOLT_HEALTH_MAX_HEAP_MB",
+	"allowed-origins":           "LIVEBOLT_ALLOWED_ORIGINS",
+	"max-frame-bytes":           "LIVEBOLT_MAX_FRAME_BYTES",
+	"shutdown-timeout":          "LIVEBOLT_SHUTDOWN_TIMEOUT",
+	"idle-timeout":              "LIVEBOLT_IDLE_TIMEOUT",
+	"ping-interval":             "LIVEBOLT_PING_INTERVAL",
+	"hello-timeout":             "LIVEBOLT_HELLO_TIMEOUT",
+	"max-messages-per-second":   "LIVEBOLT_MAX_MESSAGES_PER_SECOND",
+	"message-burst":             "LIVEBOLT_MESSAGE_BURST",
+	"max-components-per-client": "LIVEBOLT_MAX_COMPONENTS_PER_CLIENT",
+	"max-sessions-per-client":   "LIVEBOLT_MAX_SESSIONS_PER_CLIENT",
+	"max-state-bytes":           "LIVEBOLT_MAX_STATE_BYTES",
+	"max-props-bytes":           "LIVEBOLT_MAX_PROPS_BYTES",
+	"max-args":                  "LIVEBOLT_MAX_ARGS",
+	"max-key-length":            "LIVEBOLT_MAX_KEY_LENGTH",
+	"log-level":                 "LIVEBOLT_LOG_LEVEL",
+	"log-format":                "LIVEBOLT_LOG_FORMAT",
 }
 
 func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
@@ -71,6 +86,7 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:3000", "`host:port` to listen on; port 0 picks a free port")
 	fs.StringVar(&cfg.data, "data", "data", "`folder` of the database file livebolt.db, created if missing")
 	cfg.maxAge, cfg.shutdownTimeout = live.DefaultMaxAge, 10*time.Second
+	cfg.idleTimeout, cfg.pingInterval, cfg.helloTimeout = app.DefaultIdleTimeout, app.DefaultPingInterval, app.DefaultHelloTimeout
 	fs.Var((*durationFlag)(&cfg.maxAge), "max-age", "`duration` a session may go unused before the age sweep removes it")
 	fs.StringVar(&cfg.ageSweep, "age-sweep", app.DefaultAgeSweep, "cron `spec` of the age sweep (five fields or a descriptor such as \"@every 5m\")")
 	fs.StringVar(&cfg.failedSweep, "failed-sweep", app.DefaultFailedSweep, "cron `spec` of the sweep of sessions with too many failed hydrations")
@@ -81,6 +97,17 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.allowedOrigins, "allowed-origins", "", "comma-separated `origins` (scheme://host:port) allowed to open /live besides the server's own host; * allows any")
 	fs.Int64Var(&cfg.maxFrameBytes, "max-frame-bytes", app.DefaultMaxFrameBytes, "largest WebSocket frame in `bytes`; a larger one closes the connection with code 1009")
 	fs.Var((*durationFlag)(&cfg.shutdownTimeout), "shutdown-timeout", "`duration` to wait for connections and jobs on SIGINT or SIGTERM")
+	fs.Var((*durationFlag)(&cfg.idleTimeout), "idle-timeout", "`duration` without a frame or pong after which a WebSocket is closed with 1001")
+	fs.Var((*durationFlag)(&cfg.pingInterval), "ping-interval", "`duration` between the server's WebSocket pings; shorter than --idle-timeout")
+	fs.Var((*durationFlag)(&cfg.helloTimeout), "hello-timeout", "`duration` a new WebSocket may take to send hello before it is closed with 1008")
+	fs.Float64Var(&cfg.limits.MessagesPerSecond, "max-messages-per-second", live.DefaultMessagesPerSecond, "sustained `messages` per second per connection; more are answered with rate_limited")
+	fs.IntVar(&cfg.limits.MessageBurst, "message-burst", live.DefaultMessageBurst, "`messages` a connection may send at once above the per-second rate")
+	fs.IntVar(&cfg.limits.MaxInstancesPerClient, "max-components-per-client", live.DefaultMaxInstancesPerClient, "in-memory `components` per client over all its connections")
+	fs.IntVar(&cfg.limits.MaxSessionsPerClient, "max-sessions-per-client", live.DefaultMaxSessionsPerClient, "stored `sessions` per client")
+	fs.IntVar(&cfg.limits.MaxStateBytes, "max-state-bytes", live.DefaultMaxStateBytes, "largest encoded component state in `bytes`")
+	fs.IntVar(&cfg.limits.MaxPropsBytes, "max-props-bytes", live.DefaultMaxPropsBytes, "largest encoded mount props in `bytes`")
+	fs.IntVar(&cfg.limits.MaxArgs, "max-args", live.DefaultMaxArgs, "most `arguments` in one call")
+	fs.IntVar(&cfg.limits.MaxKeyLength, "max-key-length", live.DefaultMaxKeyLength, "longest mount key in `characters`")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.Usage = func() {
@@ -149,6 +176,15 @@ func (cfg *config) validate() error {
 		return fmt.Errorf("invalid --max-frame-bytes %d: must be at least 512", cfg.maxFrameBytes)
 	case cfg.shutdownTimeout <= 0:
 		return fmt.Errorf("invalid --shutdown-timeout %s: must be positive", cfg.shutdownTimeout)
+	case cfg.idleTimeout <= 0 || cfg.pingInterval <= 0 || cfg.helloTimeout <= 0:
+		return errors.New("invalid --idle-timeout, --ping-interval or --hello-timeout: each must be positive")
+	case cfg.pingInterval >= cfg.idleTimeout:
+		return fmt.Errorf("invalid --ping-interval %s: must be shorter than --idle-timeout %s", cfg.pingInterval, cfg.idleTimeout)
+	case cfg.limits.MessagesPerSecond <= 0 || cfg.limits.MessageBurst < 1:
+		return errors.New("invalid --max-messages-per-second or --message-burst: each must be positive")
+	case cfg.limits.MaxInstancesPerClient < 1 || cfg.limits.MaxSessionsPerClient < 1 || cfg.limits.MaxStateBytes < 1 ||
+		cfg.limits.MaxPropsBytes < 1 || cfg.limits.MaxArgs < 1 || cfg.limits.MaxKeyLength < 1:
+		return errors.New("invalid --max-components-per-client, --max-sessions-per-client, --max-state-bytes, --max-props-bytes, --max-args or --max-key-length: each must be at least 1")
 	case cfg.logFormat != "text" && cfg.logFormat != "json":
 		return fmt.Errorf("invalid --log-format %q: use text or json", cfg.logFormat)
 	}
@@ -237,6 +273,10 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		Health:         app.HealthLimits{MaxInstances: cfg.maxInstances, MaxSessions: cfg.maxSessions, MaxHeapMB: cfg.maxHeapMB},
 		AllowedOrigins: splitList(cfg.allowedOrigins),
 		MaxFrameBytes:  cfg.maxFrameBytes,
+		IdleTimeout:    cfg.idleTimeout,
+		PingInterval:   cfg.pingInterval,
+		HelloTimeout:   cfg.helloTimeout,
+		Limits:         cfg.limits,
 		Logger:         log,
 	})
 	if err != nil {
