@@ -5,6 +5,7 @@ package components
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"github.com/livebolt/livebolt/live"
 )
@@ -114,7 +115,7 @@ type TodoState struct {
 	Items []TodoItem `json:"items"`
 }
 
-// MaxTodoText is the longest item text, in bytes, that add accepts.
+// MaxTodoText is the longest item text, in characters, that add accepts.
 const MaxTodoText = 500
 
 // Todo is a list of items that can be added, toggled and removed by index.
@@ -149,8 +150,8 @@ func Todo() *live.Component[TodoState] {
 			if text == "" {
 				return nil, live.BadArgs("item text is empty")
 			}
-			if len(text) > MaxTodoText {
-				return nil, live.BadArgs("item text is %d bytes, the limit is %d", len(text), MaxTodoText)
+			if n := utf8.RuneCountInString(text); n > MaxTodoText {
+				return nil, live.BadArgs("item text is %d characters, the limit is %d", n, MaxTodoText)
 			}
 			s.Items = append(s.Items, TodoItem{Text: text})
 			return len(s.Items) - 1, nil

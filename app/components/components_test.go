@@ -178,6 +178,9 @@ func TestTodo(t *testing.T) {
 	}
 	wantBadArgs(t, s.call(id, "add", "   "))
 	wantBadArgs(t, s.call(id, "add", strings.Repeat("x", MaxTodoText+1)))
+	// The limit counts characters, as the page's maxlength does, not bytes.
+	state(t, s.call(id, "add", strings.Repeat("é", MaxTodoText)))
+	state(t, s.call(id, "remove", 1))
 	wantBadArgs(t, s.call(id, "add", 5))
 	if got := state(t, s.call(id, "add", "eggs")); got != `{"items":[{"text":"bread","done":false},{"text":"eggs","done":false}]}` {
 		t.Errorf("state after rejected calls: %s", got)

@@ -14,8 +14,9 @@ const charts = [
   { id: 'heap', title: 'Heap in use (MiB)', series: [(s) => s.runtime.heapInuseBytes / 1048576], digits: 1 },
   {
     id: 'removed',
-    title: 'Sweeps: sessions removed (age, failed)',
+    title: 'Sweeps: sessions removed in total',
     series: [(s) => s.jobs.ageSweep.totalRemoved, (s) => s.jobs.failedSweep.totalRemoved],
+    legend: ['age sweep', 'failed sweep'],
   },
 ];
 const samples = [];
@@ -37,10 +38,17 @@ function setupCharts() {
   for (const chart of charts) {
     const card = html('div', { class: 'card chart', id: `chart-${chart.id}` });
     card.append(html('h2', {}, chart.title), html('span', { class: 'value', id: `value-${chart.id}` }, '–'));
+    if (chart.legend) {
+      const legend = html('div', { class: 'legend' });
+      chart.legend.forEach((name, i) => {
+        legend.append(html('span', { class: 'swatch', style: `background: var(${i === 0 ? '--accent' : '--warn'})` }), name);
+      });
+      card.append(legend);
+    }
     const plot = svg('svg', { viewBox: '0 0 300 100', preserveAspectRatio: 'none', role: 'img', 'aria-label': chart.title });
     plot.append(svg('line', { class: 'axis', x1: 0, y1: 99, x2: 300, y2: 99 }));
     chart.series.forEach((_, i) => plot.append(svg('polyline', { class: i === 0 ? 'line' : 'line2', id: `line-${chart.id}-${i}`, points: '' })));
-    card.append(plot);
+    card.append(plot, html('div', { class: 'scale', id: `scale-${chart.id}` }, ''));
     $('charts').append(card);
   }
 }
@@ -56,6 +64,8 @@ function draw() {
     });
     const latest = values.map((series) => series[series.length - 1].toFixed(chart.digits || 0));
     $(`value-${chart.id}`).textContent = latest.join(' / ');
+    const seconds = Math.round(((samples.length - 1) * interval) / 1000);
+    $(`scale-${chart.id}`).textContent = `top of chart: ${max.toFixed(chart.digits || 0)} · last ${seconds} s`;
   }
 }
 
@@ -75,8 +85,10 @@ function tables(stats) {
     tr.append(cell(name), cell(job.schedule), cell(job.runs), cell(time(job.lastRun)), cell(job.lastRemoved), cell(time(job.nextRun)));
     return tr;
   }));
-  $('memory-pressure').textContent = stats.analysis.memoryPressure;
-  $('hydration-pressure').textContent = stats.analysis.hydrationPressure;
+  for (const [id, level] of [['memory-pressure', stats.analysis.memoryPressure], ['hydration-pressure', stats.analysis.hydrationPressure]]) {
+    $(id).textContent = level;
+    $(id).dataset.level = level;
+  }
   $('recommendations').replaceChildren(...stats.analysis.recommendations.map((text) => {
     const li = document.createElement('li');
     li.textContent = text;
@@ -101,11 +113,13 @@ async function poll() {
     draw();
     tables(stats);
     banner.dataset.status = 'open';
+    $('main').classList.remove('stale');
     banner.textContent = `Updated ${new Date(stats.timestamp).toLocaleTimeString()} · ${samples.length} samples every ${interval} ms`;
     document.body.dataset.samples = String(samples.length);
   } catch (err) {
     banner.dataset.status = 'reconnecting';
-    banner.textContent = `Cannot read /api/memory/stats (${err.message}); retrying…`;
+    banner.textContent = `Cannot read /api/memory/stats (${err.message}); retrying… The charts show the last values read.`;
+    $('main').classList.add('stale');
   }
   setTimeout(poll, interval);
 }

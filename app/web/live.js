@@ -24,8 +24,16 @@ export const Status = Object.freeze({
   CLOSED: 'closed',
 });
 
-/** LiveError is a protocol error from the server, or a client-side one
- * ("offline", "disconnected", "closed", "timeout"). */
+// Component events that the library emits itself. A server event with one
+// of these names reaches listeners only through on('event').
+const RESERVED_EVENTS = new Set(['state', 'event', 'refresh', 'error', 'unmounted', 'broadcast']);
+
+// Client-side error codes that mean "the connection went away", after which
+// an operation can be retried once it is open again.
+const CONNECTION_CODES = new Set(['offline', 'disconnected']);
+
+/** LiveError is a protocol error from the server, or a client-side one:
+ * "offline", "disconnected", "closed", "timeout" or "unmounted". */
 export class LiveError extends Error {
   constructor(code, message, requiresRefresh = false, id = undefined) {
     super(message);
@@ -74,9 +82,17 @@ function writeSlot(slot, entry) {
   sessionStorage.setItem(SLOTS_KEY, JSON.stringify(slots));
 }
 
-/** Component is one mounted live component. Listen with on('state'),
- * on('event'), on('refresh') (the server lost it and a fresh one was
- * mounted) and on(<event name>) for events the component emits. */
+/** Component is one mounted live component. Events:
+ *  - 'state' (state, component): a new acknowledged state;
+ *  - 'event' (name, data, component) and '<name>' (data, component): an
+ *    event the component emitted to this client;
+ *  - 'broadcast' (name, data, component): an event sent to every client
+ *    with this component type mounted;
+ *  - 'refresh' (error, component): the server could not restore this
+ *    component, so a fresh one was mounted in its slot;
+ *  - 'error' (error, component): a failure outside a call, such as a
+ *    hydration that failed after a reconnect;
+ *  - 'unmounted' (component). */
 export class Component extends Emitter {
   constructor(client, slot, name, props) {
     super();
@@ -89,20 +105,32 @@ export class Component extends Emitter {
     this.state = null;
     this.version = 0;
     this.lastResult = undefined;
+    /** The LiveError of a stored component that could not be restored when
+     * mount() created this one, or null. Read it after mount() resolves. */
+    this.refreshed = null;
+    this.unmounted = false;
   }
 
   /** call runs an action and resolves with the acknowledged state, or
    * rejects with a LiveError. The action's result is in lastResult. */
   async call(action, ...args) {
+    const reply = await this.invoke(action, ...args);
+    return reply.state;
+  }
+
+  /** invoke runs an action and resolves with {state, version, result}. */
+  async invoke(action, ...args) {
+    if (this.unmounted) throw new LiveError('unmounted', `component ${this.component} was unmounted`);
     try {
       const reply = await this.client.request({ type: 'call', id: this.id, action, args }, this);
       this.lastResult = reply.result;
-      return this.state;
+      return { state: reply.state, version: reply.version, result: reply.result };
     } catch (err) {
       if (err instanceof LiveError && err.requiresRefresh) {
-        // The server lost this component (expired or swept): start afresh
-        // so the page keeps working, and still report the failed call.
-        this.client.refresh(this, err).catch((e) => this.emit('error', e, this));
+        // The server no longer has this component on this connection: get
+        // it back (or a fresh one) for the next call, and still report the
+        // failed call.
+        this.client.attach(this).catch((e) => this.emit('error', e, this));
       }
       throw err;
     }
@@ -110,9 +138,14 @@ export class Component extends Emitter {
 
   /** unmount destroys the component on the server and forgets it. */
   async unmount() {
+    if (this.unmounted) return;
     await this.client.request({ type: 'unmount', id: this.id });
     writeSlot(this.slot, null);
     this.client.components.delete(this.slot);
+    this.unmounted = true;
+    this.id = null;
+    this.state = null;
+    this.emit('unmounted', this);
   }
 
   apply(msg) {
@@ -140,13 +173,13 @@ export class LiveClient extends Emitter {
     };
     this.status = Status.CONNECTING;
     this.clientId = null;
-    this.components = new Map(); // slot -> Component
+    this.components = new Map(); // slot -> attached Component
+    this.mounting = new Map(); // slot -> Promise<Component> of a mount in progress
     this.pending = new Map(); // ref -> {resolve, reject, timer, component}
     this.nextRef = 1;
     this.attempt = 0;
     this.ws = null;
     this.closedByUser = false;
-    this.ready = null; // resolves when hello and hydration are done
   }
 
   setStatus(status) {
@@ -157,40 +190,28 @@ export class LiveClient extends Emitter {
 
   /** open connects, sends hello and hydrates every known component. */
   open() {
-    this.ready = new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url);
-      this.ws = ws;
-      let welcomed = false;
-      ws.onopen = async () => {
-        try {
-          await this.resume();
-          welcomed = true;
-          this.attempt = 0;
-          this.setStatus(Status.OPEN);
-          resolve(this);
-        } catch (err) {
-          reject(err);
-          ws.close();
-        }
-      };
-      ws.onmessage = (ev) => this.receive(ev.data);
-      ws.onclose = (ev) => {
-        this.failPending(new LiveError('disconnected', `connection closed (code ${ev.code}) before the server replied`));
-        if (this.ws !== ws) return;
-        this.ws = null;
-        if (this.closedByUser) {
-          this.setStatus(Status.CLOSED);
-          return;
-        }
-        if (!welcomed && this.status === Status.CONNECTING && this.attempt === 0) {
-          // The first connection attempt failed: keep trying in the background
-          // but let connect() report it.
-          reject(new LiveError('disconnected', `could not connect to ${this.url}`));
-        }
-        this.scheduleReconnect();
-      };
-    });
-    return this.ready;
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.onopen = async () => {
+      try {
+        await this.resume();
+        this.attempt = 0;
+        this.setStatus(Status.OPEN);
+      } catch {
+        ws.close(); // onclose schedules the next attempt
+      }
+    };
+    ws.onmessage = (ev) => this.receive(ev.data);
+    ws.onclose = (ev) => {
+      this.failPending(new LiveError('disconnected', `connection closed (code ${ev.code}) before the server replied`));
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (this.closedByUser) {
+        this.setStatus(Status.CLOSED);
+        return;
+      }
+      this.scheduleReconnect();
+    };
   }
 
   scheduleReconnect() {
@@ -199,7 +220,7 @@ export class LiveClient extends Emitter {
     const delay = backoffDelay(this.attempt, minBackoffMs, maxBackoffMs, Math.random());
     this.attempt++;
     setTimeout(() => {
-      if (!this.closedByUser) this.open().catch(() => {});
+      if (!this.closedByUser) this.open();
     }, delay);
   }
 
@@ -208,23 +229,14 @@ export class LiveClient extends Emitter {
     localStorage.setItem(TOKEN_KEY, welcome.token);
     this.clientId = welcome.clientId;
     this.emit('welcome', welcome);
-    // Map iteration also visits components mounted while this runs.
     for (const component of this.components.values()) {
       try {
         await this.attach(component);
       } catch (err) {
+        if (err instanceof LiveError && CONNECTION_CODES.has(err.code)) throw err;
         component.emit('error', err, component);
       }
     }
-  }
-
-  /** refresh forgets a component the server lost and mounts it afresh. */
-  async refresh(component, err) {
-    writeSlot(component.slot, null);
-    component.id = null;
-    component.emit('refresh', err, component);
-    const msg = await this.send({ type: 'mount', component: component.component, props: component.props, key: slotKey(component.slot) });
-    component.apply(msg);
   }
 
   /** attach hydrates a component with a known id, or mounts it. A hydration
@@ -245,41 +257,78 @@ export class LiveClient extends Emitter {
     component.apply(msg);
   }
 
+  /** refresh forgets a component the server lost and mounts it afresh. */
+  async refresh(component, err) {
+    writeSlot(component.slot, null);
+    component.id = null;
+    component.refreshed = err;
+    component.emit('refresh', err, component);
+    const msg = await this.send({ type: 'mount', component: component.component, props: component.props, key: slotKey(component.slot) });
+    component.apply(msg);
+  }
+
   /** mount returns the component in slot (default: its name), hydrating
-   * the one this tab had there before a reload, or mounting a new one. */
-  async mount(name, props = {}, { key = name } = {}) {
-    if (this.components.has(key)) return this.components.get(key);
+   * the one this tab had there before a reload, or mounting a new one. The
+   * props are used only when a new one is mounted. While the connection is
+   * down it waits for it; it rejects with "closed" after close(). */
+  mount(name, props = {}, { key = name } = {}) {
+    if (this.closedByUser) return Promise.reject(new LiveError('closed', 'the client was closed'));
+    const existing = this.components.get(key) || null;
+    if (existing) {
+      if (existing.component !== name) {
+        return Promise.reject(new LiveError('bad_args', `slot "${key}" holds a ${existing.component}, not a ${name}; pass another key`));
+      }
+      return Promise.resolve(existing);
+    }
+    if (this.mounting.has(key)) return this.mounting.get(key);
+    const mounting = this.mountNew(name, props, key).finally(() => this.mounting.delete(key));
+    this.mounting.set(key, mounting);
+    return mounting;
+  }
+
+  async mountNew(name, props, key) {
     const component = new Component(this, key, name, props);
     const stored = readSlots()[key];
     if (stored && stored.component === name) {
       component.id = stored.id;
       component.fingerprint = stored.fingerprint;
     }
-    this.components.set(key, component);
-    if (this.status !== Status.OPEN) {
-      // resume() attaches every known component once the connection opens.
+    for (;;) {
       await this.opened();
-      if (component.state !== null) return component;
+      try {
+        await this.attach(component);
+        break;
+      } catch (err) {
+        // The connection dropped during the attach: wait and try again.
+        if (!(err instanceof LiveError) || !CONNECTION_CODES.has(err.code)) throw err;
+      }
     }
-    try {
-      await this.attach(component);
-    } catch (err) {
-      this.components.delete(key);
-      throw err;
-    }
+    // Added only now, so a reconnect in between does not attach it twice.
+    this.components.set(key, component);
     return component;
   }
 
-  /** opened resolves when the connection is open and resumed. */
-  opened() {
+  /** opened resolves when the connection is open and resumed. It rejects
+   * after close(), or after timeoutMs when that is given. */
+  opened(timeoutMs = 0) {
     if (this.status === Status.OPEN) return Promise.resolve(this);
-    return new Promise((resolve) => {
+    if (this.closedByUser) return Promise.reject(new LiveError('closed', 'the client was closed'));
+    return new Promise((resolve, reject) => {
+      let timer = null;
       const off = this.on('status', (status) => {
-        if (status === Status.OPEN) {
+        if (status === Status.OPEN || status === Status.CLOSED) {
           off();
-          resolve(this);
+          clearTimeout(timer);
+          if (status === Status.OPEN) resolve(this);
+          else reject(new LiveError('closed', 'the client was closed'));
         }
       });
+      if (timeoutMs > 0) {
+        timer = setTimeout(() => {
+          off();
+          reject(new LiveError('timeout', `not connected to ${this.url} within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
     });
   }
 
@@ -301,11 +350,18 @@ export class LiveClient extends Emitter {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(ref);
-        reject(new LiveError('timeout', `no reply to ${msg.type} within ${this.options.requestTimeoutMs} ms`));
+        reject(new LiveError('timeout', `no reply to ${msg.type} within ${this.options.requestTimeoutMs} ms; it may still have been applied`));
       }, this.options.requestTimeoutMs);
       this.pending.set(ref, { resolve, reject, timer, component });
       ws.send(JSON.stringify({ ...msg, ref }));
     });
+  }
+
+  componentById(id) {
+    for (const component of this.components.values()) {
+      if (component.id === id) return component;
+    }
+    return null;
   }
 
   receive(data) {
@@ -316,20 +372,22 @@ export class LiveClient extends Emitter {
       console.error('livebolt: server sent invalid JSON', data);
       return;
     }
-    if (msg.type === 'event') {
-      const component = [...this.components.values()].find((c) => c.id === msg.id);
-      if (component) {
-        component.emit('event', msg.event, msg.data, component);
-        component.emit(msg.event, msg.data, component);
-      }
-      return;
-    }
-    if (msg.type === 'broadcast') {
-      this.emit('broadcast', msg);
-      return;
+    switch (msg.type) {
+      case 'event':
+        this.receiveEvent(msg);
+        return;
+      case 'broadcast':
+        this.emit('broadcast', msg);
+        for (const component of this.components.values()) {
+          if (component.component === msg.component) component.emit('broadcast', msg.event, msg.data, component);
+        }
+        return;
     }
     const waiter = msg.ref !== undefined && this.pending.get(msg.ref);
-    if (!waiter) return;
+    if (!waiter) {
+      this.receiveUnrequested(msg);
+      return;
+    }
     this.pending.delete(msg.ref);
     clearTimeout(waiter.timer);
     if (msg.type === 'error') {
@@ -338,6 +396,30 @@ export class LiveClient extends Emitter {
     }
     if (msg.type === 'state' && waiter.component) waiter.component.apply(msg);
     waiter.resolve(msg);
+  }
+
+  receiveEvent(msg) {
+    const component = this.componentById(msg.id);
+    if (!component) return;
+    component.emit('event', msg.event, msg.data, component);
+    if (!RESERVED_EVENTS.has(msg.event)) component.emit(msg.event, msg.data, component);
+  }
+
+  // receiveUnrequested handles a message no pending request waits for: the
+  // reply to a request that timed out, or an error the server pushed.
+  receiveUnrequested(msg) {
+    const component = msg.id ? this.componentById(msg.id) : null;
+    if (!component) return;
+    if (msg.type === 'state' && msg.version > component.version) {
+      component.apply(msg); // a late reply still carries the committed state
+      return;
+    }
+    if (msg.type === 'error' && msg.requiresRefresh) {
+      // The component moved to another tab of this client: leave it there
+      // and mount a fresh one here.
+      const err = new LiveError(msg.code, msg.message, true, msg.id);
+      this.refresh(component, err).catch((e) => component.emit('error', e, component));
+    }
   }
 
   failPending(err) {
@@ -373,12 +455,13 @@ function slotKey(slot) {
  * a page can listen to 'status' before the first connection opens. */
 export function createClient(url = '/live', options = {}) {
   const client = new LiveClient(url, options);
-  client.open().catch(() => {});
+  client.open();
   return client;
 }
 
 /** connect opens a client on url and resolves once hello succeeded. While
- * the server is unreachable the client keeps retrying. */
-export function connect(url = '/live', options = {}) {
-  return createClient(url, options).opened();
+ * the server is unreachable the client keeps retrying; pass timeoutMs to
+ * give up after that long. */
+export function connect(url = '/live', { timeoutMs = 0, ...options } = {}) {
+  return createClient(url, options).opened(timeoutMs);
 }

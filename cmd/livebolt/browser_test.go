@@ -211,7 +211,7 @@ func (e *e2e) testKillAndRestart(t *testing.T) {
 	if got := text(t, tab, "todo-id"); got != todoID {
 		t.Errorf("todo id after restart = %q, want %q", got, todoID)
 	}
-	item := value(t, tab, chromedp.Text(chromedp.CSS("#todo-list li span")))
+	item := value(t, tab, chromedp.Text(chromedp.CSS("#todo-list li label")))
 	if item != unicode {
 		t.Errorf("todo item after restart = %q, want %q", item, unicode)
 	}
@@ -265,7 +265,7 @@ func (e *e2e) testExpiredSession(t *testing.T) {
 	srv = e.start(t, "expired-2", nil, append([]string{"--addr", srv.addr, "--data", data}, flags...)...)
 
 	waitBanner(t, tab, "open")
-	waitJS(t, tab, "the session expired notice", `document.getElementById('notice').textContent.includes('session expired')`)
+	waitJS(t, tab, "the session expired notice", `!document.getElementById('notice').hidden && document.getElementById('notice-text').textContent.includes('expired')`)
 	waitCount(t, tab, 0)
 	if got := text(t, tab, "counter-id"); got == oldID {
 		t.Errorf("counter kept its expired id %q", got)
@@ -347,6 +347,21 @@ func (e *e2e) testClientLibrary(t *testing.T) {
 	})`)
 	if got != "LiveError:bad_args" {
 		t.Errorf("call with a bad index: %s, want LiveError:bad_args", got)
+	}
+
+	// Two mounts of one slot share one component; a slot holds one type.
+	got = evalAsync(`(async () => {
+		const { live } = window.probe;
+		const [a, b] = await Promise.all([live.mount('counter', {}, { key: 'twice' }), live.mount('counter', {}, { key: 'twice' })]);
+		let other;
+		try { await live.mount('toggle', {}, { key: 'twice' }); other = 'resolved'; } catch (err) { other = err.code; }
+		await a.unmount();
+		let after;
+		try { await a.call('increment'); after = 'resolved'; } catch (err) { after = err.code; }
+		return [a === b, a.id === null && b.state === null, other, after].join(',');
+	})()`)
+	if got != "true,true,bad_args,unmounted" {
+		t.Errorf("mount and unmount: %s, want true,true,bad_args,unmounted", got)
 	}
 
 	// While the server is down, calls reject at once with "offline".
