@@ -18,6 +18,7 @@ import (
 	"github.com/livebolt/livebolt/app/components"
 	"github.com/livebolt/livebolt/jobs"
 	"github.com/livebolt/livebolt/live"
+	"github.com/livebolt/livebolt/storage"
 	"github.com/livebolt/livebolt/storage/boltdb"
 )
 
@@ -54,7 +55,7 @@ type HealthLimits struct {
 // takes the default documented on it.
 type Options struct {
 	// DataDir is the folder of the database file DatabaseFile; it is created
-	// if missing.
+	// if missing. It is required unless Store is set.
 	DataDir string
 	// Secret signs tokens, fingerprints and snapshots. Nil means: load the key
 	// stored in the database, generating a random 32-byte one on first start.
@@ -99,6 +100,10 @@ type Options struct {
 	// Limits bound what each client may send and hold; zero fields take the
 	// live package defaults.
 	Limits live.Limits
+	// Store replaces the bbolt database under DataDir with another
+	// storage.Store, such as an in-memory one for benchmarks. The server
+	// closes it on Shutdown.
+	Store storage.Store
 	// NoSync skips fsync on every commit. Only for tests and benchmarks that
 	// do not kill the machine: acknowledged state then survives a killed
 	// process (the page cache keeps it) but not a power loss.
@@ -112,7 +117,7 @@ type Options struct {
 }
 
 func (o *Options) fill() error {
-	if o.DataDir == "" {
+	if o.DataDir == "" && o.Store == nil {
 		return errors.New("app: Options.DataDir is required")
 	}
 	if o.AgeSweep == "" {
@@ -175,7 +180,7 @@ func (o *Options) fill() error {
 type Server struct {
 	opts        Options
 	log         *slog.Logger
-	store       *boltdb.Store
+	store       storage.Store
 	engine      *live.Engine
 	jobs        *jobs.Scheduler
 	fiber       *fiber.App
@@ -196,6 +201,13 @@ func New(opts Options) (*Server, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
+	if opts.Store != nil {
+		s, err := build(opts, opts.Store)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	path := filepath.Join(opts.DataDir, DatabaseFile)
 	store, err := boltdb.Open(path, &boltdb.Options{LockTimeout: opts.LockTimeout, NoSync: opts.NoSync})
 	if err != nil {
@@ -210,7 +222,7 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-func build(opts Options, store *boltdb.Store) (*Server, error) {
+func build(opts Options, store storage.Store) (*Server, error) {
 	secret := opts.Secret
 	if secret == nil {
 		var err error
@@ -272,8 +284,8 @@ func (s *Server) addJobs() error {
 // Engine returns the live engine, for tests and embedding programs.
 func (s *Server) Engine() *live.Engine { return s.engine }
 
-// Store returns the database, for tests and embedding programs.
-func (s *Server) Store() *boltdb.Store { return s.store }
+// Store returns the session store, for tests and embedding programs.
+func (s *Server) Store() storage.Store { return s.store }
 
 // Serve starts the sweeps and serves HTTP and WebSocket traffic on ln until
 // Shutdown. It returns nil after a Shutdown.
