@@ -80,8 +80,9 @@ type Options struct {
 
 // Store is a storage.Store backed by one bbolt file.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db      *bolt.DB
+	path    string
+	commits *committer // group commit for session writes
 
 	closeOnce sync.Once
 	closeErr  error
@@ -113,6 +114,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	s.commits = newCommitter(db)
 	return s, nil
 }
 
@@ -164,7 +166,10 @@ func (s *Store) DB() *bolt.DB { return s.db }
 
 // Close closes the database file once.
 func (s *Store) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.db.Close() })
+	s.closeOnce.Do(func() {
+		s.commits.close()
+		s.closeErr = s.db.Close()
+	})
 	return s.closeErr
 }
 
@@ -212,9 +217,10 @@ type clientRecord struct {
 	CreatedAt time.Time `json:"createdAt"`
 }
 
-// CreateSession implements storage.Store.
+// CreateSession implements storage.Store. Concurrent session writes share
+// one transaction and one fsync (group commit).
 func (s *Store) CreateSession(sess *Session) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.commits.write(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSessions).Get([]byte(sess.ID)) != nil {
 			return fmt.Errorf("create session %s: %w", sess.ID, storage.ErrExists)
 		}
@@ -240,9 +246,9 @@ func (s *Store) CreateSession(sess *Session) error {
 // Session is an alias so the methods read naturally in this file.
 type Session = storage.Session
 
-// UpdateSession implements storage.Store.
+// UpdateSession implements storage.Store, with group commit.
 func (s *Store) UpdateSession(sess *Session) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.commits.write(func(tx *bolt.Tx) error {
 		old := tx.Bucket(bucketSessionKeys).Get([]byte(sess.ID))
 		if old == nil {
 			return fmt.Errorf("update session %s: %w", sess.ID, storage.ErrNotFound)
@@ -320,9 +326,9 @@ func decodeSession(id string, v []byte) (*Session, error) {
 	return &sess, nil
 }
 
-// DeleteSession implements storage.Store.
+// DeleteSession implements storage.Store, with group commit.
 func (s *Store) DeleteSession(id string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.commits.write(func(tx *bolt.Tx) error {
 		_, err := deleteSession(tx, id)
 		return err
 	})
