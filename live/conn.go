@@ -581,7 +581,7 @@ func (c *Conn) dropCorrupt(id string, cause error) *Error {
 	if err := c.engine.store.DeleteSession(id); err != nil {
 		c.engine.log.Error("delete corrupt session failed", "component_id", id, "err", err)
 	}
-	c.engine.log.Warn("deleted corrupt session", "client", c.clientID, "component_id", id, "err", cause)
+	c.engine.log.Debug("deleted corrupt session", "client", c.clientID, "component_id", id, "err", cause)
 	return c.rejectHydration(id, CodeInvalidChecksum, "session %q failed its integrity check and was deleted; mount the component again", id)
 }
 
@@ -638,6 +638,8 @@ func (c *Conn) hydrateFromStore(msg *clientMessage, done chan struct{}) error {
 		e.mu.Unlock()
 		close(done)
 	}()
+	e.admission <- struct{}{}
+	defer func() { <-e.admission }()
 	return c.hydrateStored(msg)
 }
 

@@ -29,6 +29,7 @@ const (
 	DefaultMessageBurst          = 200
 	DefaultMaxInstancesPerClient = 50
 	DefaultMaxSessionsPerClient  = 200
+	DefaultMaxHydrations         = 16
 )
 
 // Options configures an Engine. Store, Registry and Secret are required.
@@ -71,6 +72,11 @@ type Limits struct {
 	// sessions. Mounts and hydrations past them get limit_exceeded.
 	MaxInstancesPerClient int
 	MaxSessionsPerClient  int
+
+	// MaxHydrations bounds the hydrations from the store that run at once.
+	// The others wait their turn, so a reconnect storm after a restart
+	// queues instead of competing with live calls for the database.
+	MaxHydrations int
 }
 
 func (l *Limits) fill() {
@@ -98,6 +104,9 @@ func (l *Limits) fill() {
 	if l.MaxSessionsPerClient == 0 {
 		l.MaxSessionsPerClient = DefaultMaxSessionsPerClient
 	}
+	if l.MaxHydrations == 0 {
+		l.MaxHydrations = DefaultMaxHydrations
+	}
 }
 
 func (l *Limits) validate() error {
@@ -106,6 +115,7 @@ func (l *Limits) validate() error {
 		"MaxStateBytes": float64(l.MaxStateBytes), "MaxArgs": float64(l.MaxArgs),
 		"MessagesPerSecond": l.MessagesPerSecond, "MessageBurst": float64(l.MessageBurst),
 		"MaxInstancesPerClient": float64(l.MaxInstancesPerClient), "MaxSessionsPerClient": float64(l.MaxSessionsPerClient),
+		"MaxHydrations": float64(l.MaxHydrations),
 	} {
 		if v < 0 {
 			return fmt.Errorf("live: Limits.%s is %v, must not be negative", name, v)
@@ -137,6 +147,7 @@ type Engine struct {
 	conns     map[*Conn]struct{}
 	perClient map[string]int           // attached instances by client id
 	hydrating map[string]chan struct{} // closed when the hydration of an id from the store ends
+	admission chan struct{}            // one slot per hydration from the store in progress
 
 	rejectMu  sync.Mutex
 	rejected  map[string]uint64     // rejected hydrations and calls by error code
@@ -202,6 +213,7 @@ func New(opts Options) (*Engine, error) {
 		perClient: map[string]int{},
 		rejectLog: map[string]*logWindow{},
 		hydrating: map[string]chan struct{}{},
+		admission: make(chan struct{}, opts.Limits.MaxHydrations),
 		rejected:  map[string]uint64{},
 	}, nil
 }

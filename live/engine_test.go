@@ -1228,3 +1228,69 @@ func TestMoveNotifiesOldConnection(t *testing.T) {
 		t.Errorf("push %v: want the component id and no ref", pushed[0])
 	}
 }
+
+// countingStore records the most GetSession calls that ran at once.
+type countingStore struct {
+	storage.Store
+	mu      sync.Mutex
+	current int
+	peak    int
+}
+
+func (s *countingStore) GetSession(id string) (*storage.Session, error) {
+	s.mu.Lock()
+	s.current++
+	s.peak = max(s.peak, s.current)
+	s.mu.Unlock()
+	time.Sleep(2 * time.Millisecond)
+	defer func() {
+		s.mu.Lock()
+		s.current--
+		s.mu.Unlock()
+	}()
+	return s.Store.GetSession(id)
+}
+
+func TestHydrationsAdmittedInBoundedNumbers(t *testing.T) {
+	h := newHarness(t)
+	const clients = 12
+	type owned struct {
+		token, id, fp string
+	}
+	var sessions []owned
+	for i := 0; i < clients; i++ {
+		c := h.connect()
+		token := c.hello("")["token"].(string)
+		m := c.mount(nil)
+		sessions = append(sessions, owned{token, m["id"].(string), m["fingerprint"].(string)})
+		c.conn.Close()
+	}
+	counting := &countingStore{Store: h.store}
+	e, err := New(Options{
+		Store: counting, Registry: testRegistry(t), Secret: []byte(strings.Repeat("k", 32)),
+		MaxAge: time.Minute, Now: h.clock.Now, Limits: Limits{MaxHydrations: 3},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.engine = e
+
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		c := h.connect()
+		c.hello(s.token)
+		wg.Add(1)
+		go func(c *client, s owned) {
+			defer wg.Done()
+			frame, _ := json.Marshal(map[string]any{"type": "hydrate", "ref": 99, "id": s.id, "fingerprint": s.fp})
+			c.conn.Handle(frame)
+		}(c, s)
+	}
+	wg.Wait()
+	if counting.peak > 3 {
+		t.Errorf("%d hydrations read the store at once, want at most 3", counting.peak)
+	}
+	if n := h.engine.Stats().InstanceCount; n != clients {
+		t.Errorf("%d instances after the storm, want %d", n, clients)
+	}
+}

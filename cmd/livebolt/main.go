@@ -76,6 +76,7 @@ var flagEnv = map[string]string{
 	"max-props-bytes":           "LIVEBOLT_MAX_PROPS_BYTES",
 	"max-args":                  "LIVEBOLT_MAX_ARGS",
 	"max-key-length":            "LIVEBOLT_MAX_KEY_LENGTH",
+	"max-hydrations":            "LIVEBOLT_MAX_HYDRATIONS",
 	"log-level":                 "LIVEBOLT_LOG_LEVEL",
 	"log-format":                "LIVEBOLT_LOG_FORMAT",
 }
@@ -108,6 +109,7 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.limits.MaxPropsBytes, "max-props-bytes", live.DefaultMaxPropsBytes, "largest encoded mount props in `bytes`")
 	fs.IntVar(&cfg.limits.MaxArgs, "max-args", live.DefaultMaxArgs, "most `arguments` in one call")
 	fs.IntVar(&cfg.limits.MaxKeyLength, "max-key-length", live.DefaultMaxKeyLength, "longest mount key in `characters`")
+	fs.IntVar(&cfg.limits.MaxHydrations, "max-hydrations", live.DefaultMaxHydrations, "hydrations from the database that run at once; more wait their turn")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.Usage = func() {
@@ -183,8 +185,8 @@ func (cfg *config) validate() error {
 	case cfg.limits.MessagesPerSecond <= 0 || cfg.limits.MessageBurst < 1:
 		return errors.New("invalid --max-messages-per-second or --message-burst: each must be positive")
 	case cfg.limits.MaxInstancesPerClient < 1 || cfg.limits.MaxSessionsPerClient < 1 || cfg.limits.MaxStateBytes < 1 ||
-		cfg.limits.MaxPropsBytes < 1 || cfg.limits.MaxArgs < 1 || cfg.limits.MaxKeyLength < 1:
-		return errors.New("invalid --max-components-per-client, --max-sessions-per-client, --max-state-bytes, --max-props-bytes, --max-args or --max-key-length: each must be at least 1")
+		cfg.limits.MaxPropsBytes < 1 || cfg.limits.MaxArgs < 1 || cfg.limits.MaxKeyLength < 1 || cfg.limits.MaxHydrations < 1:
+		return errors.New("invalid --max-components-per-client, --max-sessions-per-client, --max-state-bytes, --max-props-bytes, --max-args, --max-key-length or --max-hydrations: each must be at least 1")
 	case cfg.logFormat != "text" && cfg.logFormat != "json":
 		return fmt.Errorf("invalid --log-format %q: use text or json", cfg.logFormat)
 	}
