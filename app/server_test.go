@@ -61,6 +61,9 @@ func startServer(t *testing.T, opts Options) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// fasthttp ends idle workers after 10 s by default; a short time lets
+	// the soak and leak checks see goroutines return without long waits.
+	srv.fiber.Server().MaxIdleWorkerDuration = 100 * time.Millisecond
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
