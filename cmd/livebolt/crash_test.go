@@ -50,6 +50,11 @@ var errConnectionEnded = errors.New("connection ended before the reply")
 // can use it. It returns an error when the connection ends first (wrapping
 // errConnectionEnded), when another frame arrives instead, or when no reply
 // comes within timeout.
+
+// loadFlags lift the per-connection message limit (100 a second by
+// default), because these clients call as fast as the server answers.
+var loadFlags = []string{"--max-messages-per-second", "1000000", "--message-burst", "1000000"}
+
 func (c *wsClient) tryRequest(m obj, timeout time.Duration) (obj, error) {
 	c.ref++
 	ref := c.ref
@@ -319,7 +324,7 @@ func TestCrashKeepsAcknowledgedState(t *testing.T) {
 	}
 	e := buildBinary(t)
 	data := t.TempDir()
-	srv := e.startData(t, "crash-round-1", data, nil)
+	srv := e.startData(t, "crash-round-1", data, nil, loadFlags...)
 	clients := mountLoad(t, srv, nClients)
 
 	acknowledged, lost := 0, 0
@@ -345,7 +350,7 @@ func TestCrashKeepsAcknowledgedState(t *testing.T) {
 		}
 		acknowledged += acks
 
-		srv = e.startData(t, fmt.Sprintf("crash-round-%d", round+1), data, nil)
+		srv = e.startData(t, fmt.Sprintf("crash-round-%d", round+1), data, nil, loadFlags...)
 		roundLost, committed := resumeLoad(t, srv, clients, round)
 		lost += roundLost
 		t.Logf("round %d: SIGKILL after %v: %d calls acknowledged, %d outstanding, %d of those committed, %d acknowledged updates lost",
@@ -371,7 +376,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}
 	e := buildBinary(t)
 	data := t.TempDir()
-	srv := e.startData(t, "sigterm-load", data, nil, "--shutdown-timeout", sigtermShutdownTimeout.String())
+	srv := e.startData(t, "sigterm-load", data, nil, append([]string{"--shutdown-timeout", sigtermShutdownTimeout.String()}, loadFlags...)...)
 	clients := mountLoad(t, srv, nClients)
 
 	delay := randomCrashDelay()
