@@ -228,7 +228,13 @@ func normalizeProps(raw json.RawMessage) (json.RawMessage, *Error) {
 	if trimmed[0] != '{' {
 		return nil, newError(CodeBadArgs, "props must be a JSON object")
 	}
-	return trimmed, nil
+	// Re-encode as encoding/json writes it (compact, escaped), the form the
+	// snapshot MAC covers and the store keeps unchanged.
+	normalized, err := json.Marshal(json.RawMessage(trimmed))
+	if err != nil {
+		return nil, newError(CodeBadArgs, "invalid props: %s", describeJSONError(err))
+	}
+	return normalized, nil
 }
 
 func (c *Conn) mount(msg *clientMessage) *Error {

@@ -1294,3 +1294,45 @@ func TestHydrationsAdmittedInBoundedNumbers(t *testing.T) {
 		t.Errorf("%d instances after the storm, want %d", n, clients)
 	}
 }
+
+func TestSpacedPropsSurviveTheStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "live.db")
+	h := newHarnessAt(t, path, testRegistry(t))
+	c := h.connect()
+	token := c.hello("")["token"].(string)
+	c.conn.Handle([]byte(`{"type":"mount","ref":50,"component":"counter","props":{ "initial" :  7 }}`))
+	m := c.out.take()[0]
+	if m["type"] != "state" {
+		t.Fatalf("mount with spaced props: %v", m)
+	}
+	_ = h.store.Close()
+
+	h2 := newHarnessAt(t, path, testRegistry(t))
+	c2 := h2.connect()
+	c2.hello(token)
+	if r := c2.hydrate(m["id"].(string), m["fingerprint"].(string)); r["type"] != "state" || count(r) != 7 {
+		t.Errorf("hydrate after reopening: %v", r)
+	}
+}
+
+func TestVerifyAcceptsCanonicalJSONMAC(t *testing.T) {
+	sg, err := newSigner([]byte(strings.Repeat("k", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := &storage.Session{
+		ID: "x", Component: "counter", Owner: "o", Fingerprint: "f", Version: 3,
+		Props: json.RawMessage(`{"b":1, "a":2}`), State: json.RawMessage(`{"count": 3}`),
+		CreatedAt: time.Unix(10, 0), LastActivity: time.Unix(20, 0),
+	}
+	props, _ := canonicalJSON(sess.Props)
+	state, _ := canonicalJSON(sess.State)
+	sess.MAC = sg.snapshotMAC(sess, props, state) // as earlier versions signed
+	if !sg.verify(sess) {
+		t.Error("a MAC over canonical JSON no longer verifies")
+	}
+	sess.State = json.RawMessage(`{"count": 4}`)
+	if sg.verify(sess) {
+		t.Error("a changed state verifies")
+	}
+}

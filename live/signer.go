@@ -88,43 +88,61 @@ func (s *signer) fingerprint(id, owner string, createdNanos int64) string {
 	return b64.EncodeToString(mac(s.fingerprintKey, []byte(id), []byte(owner), t[:]))
 }
 
-// sign sets sess.MAC over the canonical encoding of every other field.
+// sign sets sess.MAC over every other field, with Props and State as the
+// bytes they are. The engine produces both with encoding/json, whose output
+// is compact and escaped, so a store that re-encodes them as JSON gives the
+// same bytes back.
 func (s *signer) sign(sess *storage.Session) error {
-	m, err := s.snapshotMAC(sess)
-	if err != nil {
-		return err
-	}
-	sess.MAC = m
+	sess.MAC = s.snapshotMAC(sess, sess.Props, sess.State)
 	return nil
 }
 
 // verify reports whether sess.MAC matches its fields, in constant time.
+// Sessions signed before the MAC covered raw bytes were signed over
+// canonical JSON, which is checked second.
 func (s *signer) verify(sess *storage.Session) bool {
-	m, err := s.snapshotMAC(sess)
-	return err == nil && hmac.Equal(m, sess.MAC)
-}
-
-func (s *signer) snapshotMAC(sess *storage.Session) ([]byte, error) {
+	if hmac.Equal(s.snapshotMAC(sess, sess.Props, sess.State), sess.MAC) {
+		return true
+	}
 	props, err := canonicalJSON(sess.Props)
 	if err != nil {
-		return nil, fmt.Errorf("canonicalize props of session %s: %w", sess.ID, err)
+		return false
 	}
 	state, err := canonicalJSON(sess.State)
 	if err != nil {
-		return nil, fmt.Errorf("canonicalize state of session %s: %w", sess.ID, err)
+		return false
 	}
-	num := func(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
-	return mac(s.snapshotKey,
-		[]byte(sess.ID), []byte(sess.Component), []byte(sess.Owner),
-		props, state, []byte(sess.Fingerprint),
-		num(int64(sess.Version)), num(sess.CreatedAt.UnixNano()),
-		num(sess.LastActivity.UnixNano()), num(int64(sess.FailedAttempts)),
-	), nil
+	return hmac.Equal(s.snapshotMAC(sess, props, state), sess.MAC)
+}
+
+func (s *signer) snapshotMAC(sess *storage.Session, props, state []byte) []byte {
+	var num [8]byte
+	m := hmac.New(sha256.New, s.snapshotKey)
+	var n [binary.MaxVarintLen64]byte
+	write := func(p []byte) {
+		m.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
+		m.Write(p)
+	}
+	writeNum := func(v int64) {
+		binary.BigEndian.PutUint64(num[:], uint64(v))
+		write(num[:])
+	}
+	write([]byte(sess.ID))
+	write([]byte(sess.Component))
+	write([]byte(sess.Owner))
+	write(props)
+	write(state)
+	write([]byte(sess.Fingerprint))
+	writeNum(int64(sess.Version))
+	writeNum(sess.CreatedAt.UnixNano())
+	writeNum(sess.LastActivity.UnixNano())
+	writeNum(int64(sess.FailedAttempts))
+	return m.Sum(nil)
 }
 
 // canonicalJSON re-encodes a JSON value with sorted object keys and no
-// insignificant space, keeping number literals as written, so equal values
-// always give equal bytes whatever the storage layer did to the layout.
+// insignificant space, keeping number literals as written. Snapshots signed
+// by earlier versions were signed over this form.
 func canonicalJSON(raw json.RawMessage) ([]byte, error) {
 	if len(raw) == 0 {
 		return nil, nil

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,6 +54,7 @@ type config struct {
 	dir           string
 	keep          bool
 	jsonPath      string
+	cpuProfile    string
 
 	fileLimit uint64 // soft RLIMIT_NOFILE after raising it
 }
@@ -69,6 +71,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "livebolt-bench:", err)
 		os.Exit(2)
 	}
+	if cfg.cpuProfile != "" {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "livebolt-bench:", err)
+			os.Exit(2)
+		}
+		defer stop()
+	}
 	report, err := run(cfg)
 	if report != nil {
 		printReport(os.Stdout, report)
@@ -82,6 +92,23 @@ func main() {
 		fmt.Fprintln(os.Stderr, "livebolt-bench:", err)
 		os.Exit(1)
 	}
+}
+
+// startCPUProfile starts profiling into path and returns the function that
+// stops and flushes it.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create CPU profile %s: %w", path, err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -100,6 +127,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.dir, "dir", "", "parent `folder` of the run's own folder of databases (default: the system's temporary folder); that folder is removed at the end")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the databases after the run")
 	fs.StringVar(&cfg.jsonPath, "json", "", "also write the results as JSON to `file`")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`, for go tool pprof")
 
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: go run ./cmd/livebolt-bench [flags]")

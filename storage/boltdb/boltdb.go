@@ -3,7 +3,7 @@
 // Layout, one bucket each:
 //
 //	meta          schema version and the generated signing key
-//	sessions      session id -> CRC-32C || JSON record
+//	sessions      session id -> CRC-32C || record (see record.go)
 //	session_keys  session id -> activity nanoseconds (8 bytes) || owner id
 //	by_activity   activity nanoseconds (8 bytes) || session id -> empty
 //	by_owner      owner id || 0x00 || session id -> JSON storage.SessionRef
@@ -34,8 +34,10 @@ import (
 )
 
 // SchemaVersion is the layout version this package writes. A database with a
-// higher version is rejected at open.
-const SchemaVersion = 1
+// higher version is rejected at open; one with a lower version is upgraded.
+// Version 2 writes session records in a binary encoding; version 1 wrote
+// JSON, which this package still reads.
+const SchemaVersion = 2
 
 // DefaultLockTimeout is how long Open waits for another process to release
 // the file lock when Options.LockTimeout is zero.
@@ -148,6 +150,11 @@ func (s *Store) init() error {
 		}
 		if version > SchemaVersion {
 			return fmt.Errorf("%w: file has version %d, this build reads up to %d; run a newer livebolt", ErrSchemaTooNew, version, SchemaVersion)
+		}
+		if version < SchemaVersion {
+			// Old records stay readable; new ones use the current encoding,
+			// so older builds must no longer open the file.
+			return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
 		}
 		return nil
 	})
@@ -268,13 +275,8 @@ func (s *Store) UpdateSession(sess *Session) error {
 
 // putSession writes the record and its activity, key and failed entries.
 func putSession(tx *bolt.Tx, sess *Session) error {
-	body, err := json.Marshal(sess)
-	if err != nil {
-		return fmt.Errorf("encode session %s: %w", sess.ID, err)
-	}
-	value := make([]byte, 4, 4+len(body))
-	binary.BigEndian.PutUint32(value, crc32.Checksum(body, castagnoli))
-	value = append(value, body...)
+	value := encodeRecord(make([]byte, 4, 64+len(sess.Props)+len(sess.State)+len(sess.ID)*3), sess)
+	binary.BigEndian.PutUint32(value, crc32.Checksum(value[4:], castagnoli))
 
 	id := []byte(sess.ID)
 	if err := tx.Bucket(bucketSessions).Put(id, value); err != nil {
@@ -315,15 +317,14 @@ func decodeSession(id string, v []byte) (*Session, error) {
 	if len(v) < 4 || binary.BigEndian.Uint32(v) != crc32.Checksum(v[4:], castagnoli) {
 		return nil, fmt.Errorf("read session %s: checksum mismatch: %w", id, storage.ErrCorrupt)
 	}
-	var sess Session
-	// json.Unmarshal copies, so the result outlives the transaction.
-	if err := json.Unmarshal(v[4:], &sess); err != nil {
+	sess, err := decodeRecord(v[4:])
+	if err != nil {
 		return nil, fmt.Errorf("decode session %s: %v: %w", id, err, storage.ErrCorrupt)
 	}
 	if sess.ID != id {
 		return nil, fmt.Errorf("read session %s: record names id %q: %w", id, sess.ID, storage.ErrCorrupt)
 	}
-	return &sess, nil
+	return sess, nil
 }
 
 // DeleteSession implements storage.Store, with group commit.

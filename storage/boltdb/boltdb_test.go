@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -219,10 +220,10 @@ func rawGet(t *testing.T, s *Store, bucket []byte, key []byte) []byte {
 	return v
 }
 
-// flipRecordByte changes one byte inside the JSON part of a stored session
-// record and writes it back. The byte is the first letter of the component
-// name, flipped to another letter, so the JSON stays valid and only the
-// checksum detects the change.
+// flipRecordByte changes one byte inside a stored session record and writes
+// it back. The byte is the first letter of the component name, flipped to
+// another letter, so the record still decodes and only the checksum detects
+// the change.
 func flipRecordByte(t *testing.T, s *Store, id string) {
 	t.Helper()
 	err := s.DB().Update(func(tx *bolt.Tx) error {
@@ -231,12 +232,15 @@ func flipRecordByte(t *testing.T, s *Store, id string) {
 		if v == nil {
 			return fmt.Errorf("session record %q not found", id)
 		}
-		marker := []byte(`"component":"`)
-		i := bytes.Index(v[4:], marker)
-		if i < 0 {
-			return fmt.Errorf("component field missing in session record %q", id)
+		sess, err := decodeRecord(v[4:])
+		if err != nil {
+			return fmt.Errorf("decode session record %q: %v", id, err)
 		}
-		v[4+i+len(marker)] ^= 0x01
+		i := bytes.Index(v[4:], []byte(sess.Component))
+		if i < 0 {
+			return fmt.Errorf("component name missing in session record %q", id)
+		}
+		v[4+i] ^= 0x01
 		return b.Put([]byte(id), v)
 	})
 	if err != nil {
@@ -1365,5 +1369,62 @@ func TestSweepFailedStaleEntry(t *testing.T) {
 	}
 	if v := rawGet(t, s, bucketFailed, []byte("ghost")); v != nil {
 		t.Errorf("failed entry without a session survived the sweep: %v", v)
+	}
+}
+
+func TestReadsSchemaOneJSONRecords(t *testing.T) {
+	s := openTest(t)
+	sess := newSession("old", "alice", time.Unix(100, 5).UTC())
+	mustCreate(t, s, sess)
+	// Rewrite the record as schema version 1 stored it: CRC-32C || JSON.
+	err := s.DB().Update(func(tx *bolt.Tx) error {
+		body, err := json.Marshal(sess)
+		if err != nil {
+			return err
+		}
+		value := binary.BigEndian.AppendUint32(nil, crc32.Checksum(body, castagnoli))
+		return tx.Bucket(bucketSessions).Put([]byte("old"), append(value, body...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetSession("old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Owner != "alice" || string(got.State) != string(sess.State) || got.Version != sess.Version || !got.LastActivity.Equal(sess.LastActivity) {
+		t.Errorf("JSON record read as %+v", got)
+	}
+}
+
+func TestOpenUpgradesSchemaOne(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v1.db")
+	s, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DB().Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("1")) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path, nil)
+	if err != nil {
+		t.Fatalf("open a schema 1 file: %v", err)
+	}
+	defer s.Close()
+	if v := rawGet(t, s, bucketMeta, keySchema); string(v) != strconv.Itoa(SchemaVersion) {
+		t.Errorf("schema version after open = %q, want %d", v, SchemaVersion)
+	}
+}
+
+func TestDecodeRecordRejectsTruncation(t *testing.T) {
+	full := encodeRecord(nil, newSession("s", "o", time.Unix(1, 0)))
+	for n := 0; n < len(full); n++ {
+		if _, err := decodeRecord(full[:n]); err == nil {
+			t.Fatalf("a record cut to %d of %d bytes decoded", n, len(full))
+		}
+	}
+	if _, err := decodeRecord(append(full, 0)); err == nil {
+		t.Error("a record with a trailing byte decoded")
 	}
 }

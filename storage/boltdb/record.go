@@ -1,0 +1,123 @@
+package boltdb
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// recordBinary tags a session record in the binary encoding below. Records
+// of schema version 1 are JSON objects, which start with '{' instead.
+const recordBinary byte = 0x01
+
+// encodeRecord writes a session in the binary encoding: the tag, then
+// ID, Component, Owner, Fingerprint, Props, State and MAC, each as a
+// uvarint length and its bytes, then Version, CreatedAt and LastActivity
+// (Unix nanoseconds, varint) and FailedAttempts. It is several times
+// cheaper than JSON on the write path of every call.
+func encodeRecord(dst []byte, s *Session) []byte {
+	dst = append(dst, recordBinary)
+	for _, field := range [][]byte{[]byte(s.ID), []byte(s.Component), []byte(s.Owner), []byte(s.Fingerprint), s.Props, s.State, s.MAC} {
+		dst = binary.AppendUvarint(dst, uint64(len(field)))
+		dst = append(dst, field...)
+	}
+	dst = binary.AppendUvarint(dst, s.Version)
+	dst = binary.AppendVarint(dst, s.CreatedAt.UnixNano())
+	dst = binary.AppendVarint(dst, s.LastActivity.UnixNano())
+	return binary.AppendUvarint(dst, uint64(s.FailedAttempts))
+}
+
+var errTruncated = errors.New("record is truncated")
+
+// decodeRecord reads a record of either encoding. The result shares no
+// memory with body, which bbolt owns only until the transaction ends.
+func decodeRecord(body []byte) (*Session, error) {
+	if len(body) > 0 && body[0] == '{' {
+		var s Session
+		if err := json.Unmarshal(body, &s); err != nil {
+			return nil, err
+		}
+		return &s, nil
+	}
+	if len(body) == 0 || body[0] != recordBinary {
+		return nil, errors.New("unknown record encoding")
+	}
+	r := reader{buf: body[1:]}
+	var s Session
+	s.ID = string(r.bytes())
+	s.Component = string(r.bytes())
+	s.Owner = string(r.bytes())
+	s.Fingerprint = string(r.bytes())
+	s.Props = r.copy()
+	s.State = r.copy()
+	s.MAC = r.copy()
+	s.Version = r.uvarint()
+	s.CreatedAt = time.Unix(0, r.varint()).UTC()
+	s.LastActivity = time.Unix(0, r.varint()).UTC()
+	s.FailedAttempts = int(r.uvarint())
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.buf) != 0 {
+		return nil, fmt.Errorf("%d bytes after the record", len(r.buf))
+	}
+	return &s, nil
+}
+
+// reader decodes fields from a byte slice and remembers the first error.
+type reader struct {
+	buf []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.buf)
+	if n <= 0 {
+		r.err = errTruncated
+		return 0
+	}
+	r.buf = r.buf[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.buf)
+	if n <= 0 {
+		r.err = errTruncated
+		return 0
+	}
+	r.buf = r.buf[n:]
+	return v
+}
+
+// bytes returns the next length-prefixed field, still in the buffer.
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.buf)) {
+		r.err = errTruncated
+		return nil
+	}
+	field := r.buf[:n]
+	r.buf = r.buf[n:]
+	return field
+}
+
+// copy returns the next length-prefixed field as a new slice, nil when empty.
+func (r *reader) copy() []byte {
+	field := r.bytes()
+	if len(field) == 0 {
+		return nil
+	}
+	return append([]byte(nil), field...)
+}
