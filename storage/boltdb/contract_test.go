@@ -5,12 +5,8 @@ package boltdb_test
 // in package boltdb_test.
 
 import (
-	"encoding/json"
 	"path/filepath"
-	"strconv"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/livebolt/livebolt/storage"
 	"github.com/livebolt/livebolt/storage/boltdb"
@@ -41,21 +37,6 @@ func TestContract(t *testing.T) {
 	})
 }
 
-func benchSession(id string, activity time.Time) *storage.Session {
-	return &storage.Session{
-		ID:           id,
-		Component:    "counter",
-		Owner:        "client-1",
-		Props:        json.RawMessage(`{"title":"hello","start":3}`),
-		State:        json.RawMessage(`{"count":3}`),
-		Fingerprint:  "fp-" + id,
-		Version:      1,
-		CreatedAt:    activity.Add(-time.Hour),
-		LastActivity: activity,
-		MAC:          make([]byte, 32),
-	}
-}
-
 // BenchmarkUpdateSession measures UpdateSession of one session with a new
 // version and activity each time. It runs from one goroutine (serial) and
 // from GOMAXPROCS goroutines with a session each (parallel). The durable
@@ -69,68 +50,7 @@ func BenchmarkUpdateSession(b *testing.B) {
 		{"durable", nil},
 		{"nosync", &boltdb.Options{NoSync: true}},
 	} {
-		b.Run(c.name+"/serial", func(b *testing.B) { benchUpdateSerial(b, c.opts) })
-		b.Run(c.name+"/parallel", func(b *testing.B) { benchUpdateParallel(b, c.opts) })
-	}
-}
-
-var benchStart = time.Unix(1_700_000_000, 0)
-
-func benchUpdateSerial(b *testing.B, opts *boltdb.Options) {
-	s := openTemp(b, opts)
-	sess := benchSession("s1", benchStart)
-	if err := s.CreateSession(sess); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		n++
-		sess.Version = uint64(n)
-		sess.LastActivity = benchStart.Add(time.Duration(n))
-		if err := s.UpdateSession(sess); err != nil {
-			b.Fatal(err)
-		}
-	}
-	got, err := s.GetSession("s1")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if got.Version != uint64(n) || !got.LastActivity.Equal(sess.LastActivity) {
-		b.Fatalf("after %d updates Version = %d, LastActivity = %v", n, got.Version, got.LastActivity)
-	}
-}
-
-func benchUpdateParallel(b *testing.B, opts *boltdb.Options) {
-	s := openTemp(b, opts)
-	var next, updates atomic.Int64
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		id := "p-" + strconv.Itoa(int(next.Add(1)))
-		sess := benchSession(id, benchStart)
-		if err := s.CreateSession(sess); err != nil {
-			b.Error(err)
-			return
-		}
-		for pb.Next() {
-			sess.Version++
-			sess.LastActivity = sess.LastActivity.Add(time.Second)
-			if err := s.UpdateSession(sess); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-		updates.Add(int64(sess.Version - 1))
-		got, err := s.GetSession(id)
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		if got.Version != sess.Version {
-			b.Errorf("%s: Version = %d, want %d", id, got.Version, sess.Version)
-		}
-	})
-	if updates.Load() != int64(b.N) {
-		b.Errorf("%d updates stored, want %d", updates.Load(), b.N)
+		b.Run(c.name+"/serial", func(b *testing.B) { storetest.BenchUpdateSerial(b, openTemp(b, c.opts)) })
+		b.Run(c.name+"/parallel", func(b *testing.B) { storetest.BenchUpdateParallel(b, openTemp(b, c.opts)) })
 	}
 }

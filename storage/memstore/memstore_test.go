@@ -3,7 +3,6 @@ package memstore_test
 import (
 	"encoding/json"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +25,7 @@ func TestStatsReportsMemory(t *testing.T) {
 	if _, err := s.LoadOrCreateSecret(func() ([]byte, error) { return []byte("key"), nil }); err != nil {
 		t.Fatal(err)
 	}
-	sess := benchSession("s1", time.Unix(1000, 0))
+	sess := storetest.BenchSession("s1", time.Unix(1000, 0))
 	sess.FailedAttempts = 1
 	if err := s.CreateSession(sess); err != nil {
 		t.Fatal(err)
@@ -55,7 +54,7 @@ func TestStatsReportsMemory(t *testing.T) {
 func TestNilAndEmptySlices(t *testing.T) {
 	s := memstore.New()
 	defer s.Close()
-	sess := benchSession("s1", time.Unix(1000, 0))
+	sess := storetest.BenchSession("s1", time.Unix(1000, 0))
 	sess.Props, sess.MAC = nil, []byte{}
 	if err := s.CreateSession(sess); err != nil {
 		t.Fatal(err)
@@ -86,7 +85,7 @@ func TestMonotonicClockDropped(t *testing.T) {
 	s := memstore.New()
 	defer s.Close()
 	now := time.Now()
-	if err := s.CreateSession(benchSession("s1", now)); err != nil {
+	if err := s.CreateSession(storetest.BenchSession("s1", now)); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.GetSession("s1")
@@ -98,91 +97,26 @@ func TestMonotonicClockDropped(t *testing.T) {
 	}
 }
 
-func benchSession(id string, activity time.Time) *storage.Session {
-	return &storage.Session{
-		ID:           id,
-		Component:    "counter",
-		Owner:        "client-1",
-		Props:        json.RawMessage(`{"title":"hello","start":3}`),
-		State:        json.RawMessage(`{"count":3}`),
-		Fingerprint:  "fp-" + id,
-		Version:      1,
-		CreatedAt:    activity.Add(-time.Hour),
-		LastActivity: activity,
-		MAC:          make([]byte, 32),
-	}
-}
-
 // BenchmarkUpdateSession measures UpdateSession of one session with a new
 // version and activity each time, from one goroutine (serial) and from
 // GOMAXPROCS goroutines with a session each (parallel). Compare with the
 // boltdb benchmark of the same name.
 func BenchmarkUpdateSession(b *testing.B) {
-	start := time.Unix(1_700_000_000, 0)
 	b.Run("serial", func(b *testing.B) {
 		s := memstore.New()
 		defer s.Close()
-		sess := benchSession("s1", start)
-		if err := s.CreateSession(sess); err != nil {
-			b.Fatal(err)
-		}
-		b.ReportAllocs()
-		n := 0
-		for b.Loop() {
-			n++
-			sess.Version = uint64(n)
-			sess.LastActivity = start.Add(time.Duration(n))
-			if err := s.UpdateSession(sess); err != nil {
-				b.Fatal(err)
-			}
-		}
-		got, err := s.GetSession("s1")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if got.Version != uint64(n) || !got.LastActivity.Equal(sess.LastActivity) {
-			b.Fatalf("after %d updates Version = %d, LastActivity = %v", n, got.Version, got.LastActivity)
-		}
+		storetest.BenchUpdateSerial(b, s)
 	})
 	b.Run("parallel", func(b *testing.B) {
 		s := memstore.New()
 		defer s.Close()
 		// Other sessions in the heap, so that a changed activity moves an entry.
+		start := time.Unix(1_600_000_000, 0)
 		for i := range 1000 {
-			if err := s.CreateSession(benchSession("other-"+strconv.Itoa(i), start.Add(time.Duration(i)*time.Second))); err != nil {
+			if err := s.CreateSession(storetest.BenchSession("other-"+strconv.Itoa(i), start.Add(time.Duration(i)*time.Second))); err != nil {
 				b.Fatal(err)
 			}
 		}
-		var next atomic.Int64
-		var updates atomic.Int64
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			id := "p-" + strconv.Itoa(int(next.Add(1)))
-			sess := benchSession(id, start)
-			if err := s.CreateSession(sess); err != nil {
-				b.Error(err)
-				return
-			}
-			for pb.Next() {
-				sess.Version++
-				sess.LastActivity = sess.LastActivity.Add(time.Second)
-				if err := s.UpdateSession(sess); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-			updates.Add(int64(sess.Version - 1))
-			got, err := s.GetSession(id)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			if got.Version != sess.Version {
-				b.Errorf("%s: Version = %d, want %d", id, got.Version, sess.Version)
-			}
-		})
-		if updates.Load() != int64(b.N) {
-			b.Errorf("%d updates stored, want %d", updates.Load(), b.N)
-		}
+		storetest.BenchUpdateParallel(b, s)
 	})
 }
