@@ -140,6 +140,9 @@ func (s *Store) init() error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
+		if err := initCounts(tx); err != nil {
+			return fmt.Errorf("count keys: %w", err)
+		}
 		raw := meta.Get(keySchema)
 		if raw == nil {
 			return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
@@ -238,13 +241,12 @@ func (s *Store) CreateSession(sess *Session) error {
 		if err != nil {
 			return fmt.Errorf("encode ownership of session %s: %w", sess.ID, err)
 		}
-		if err := tx.Bucket(bucketOwner).Put(ownerKey(sess.Owner, sess.ID), ref); err != nil {
+		if err := put(tx, bucketOwner, ownerKey(sess.Owner, sess.ID), ref); err != nil {
 			return err
 		}
-		clients := tx.Bucket(bucketClients)
-		if clients.Get([]byte(sess.Owner)) == nil {
+		if tx.Bucket(bucketClients).Get([]byte(sess.Owner)) == nil {
 			rec, _ := json.Marshal(clientRecord{CreatedAt: sess.CreatedAt.UTC()})
-			return clients.Put([]byte(sess.Owner), rec)
+			return put(tx, bucketClients, []byte(sess.Owner), rec)
 		}
 		return nil
 	})
@@ -265,7 +267,7 @@ func (s *Store) UpdateSession(sess *Session) error {
 			return fmt.Errorf("update session %s: owner cannot change to %q", sess.ID, sess.Owner)
 		}
 		if len(old) >= 8 {
-			if err := tx.Bucket(bucketActivity).Delete(activityKey(old[:8], sess.ID)); err != nil {
+			if err := del(tx, bucketActivity, activityKey(old[:8], sess.ID)); err != nil {
 				return err
 			}
 		}
@@ -279,23 +281,22 @@ func putSession(tx *bolt.Tx, sess *Session) error {
 	binary.BigEndian.PutUint32(value, crc32.Checksum(value[4:], castagnoli))
 
 	id := []byte(sess.ID)
-	if err := tx.Bucket(bucketSessions).Put(id, value); err != nil {
+	if err := put(tx, bucketSessions, id, value); err != nil {
 		return fmt.Errorf("write session %s: %w", sess.ID, err)
 	}
 	nanos := make([]byte, 8)
 	binary.BigEndian.PutUint64(nanos, uint64(sess.LastActivity.UnixNano()))
 	keys := append(bytes.Clone(nanos), sess.Owner...)
-	if err := tx.Bucket(bucketSessionKeys).Put(id, keys); err != nil {
+	if err := put(tx, bucketSessionKeys, id, keys); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketActivity).Put(activityKey(nanos, sess.ID), nil); err != nil {
+	if err := put(tx, bucketActivity, activityKey(nanos, sess.ID), nil); err != nil {
 		return err
 	}
-	failed := tx.Bucket(bucketFailed)
 	if sess.FailedAttempts > 0 {
-		return failed.Put(id, binary.AppendUvarint(nil, uint64(sess.FailedAttempts)))
+		return put(tx, bucketFailed, id, binary.AppendUvarint(nil, uint64(sess.FailedAttempts)))
 	}
-	return failed.Delete(id)
+	return del(tx, bucketFailed, id)
 }
 
 // GetSession implements storage.Store.
@@ -343,13 +344,13 @@ func deleteSession(tx *bolt.Tx, id string) (clientRemoved bool, err error) {
 	keys := tx.Bucket(bucketSessionKeys).Get(key)
 	if keys == nil {
 		// Not indexed: at most a stray record or failed entry is left.
-		if err := tx.Bucket(bucketFailed).Delete(key); err != nil {
+		if err := del(tx, bucketFailed, key); err != nil {
 			return false, err
 		}
-		return false, tx.Bucket(bucketSessions).Delete(key)
+		return false, del(tx, bucketSessions, key)
 	}
 	keys = bytes.Clone(keys)
-	for _, del := range []struct {
+	for _, d := range []struct {
 		bucket []byte
 		key    []byte
 	}{
@@ -357,24 +358,24 @@ func deleteSession(tx *bolt.Tx, id string) (clientRemoved bool, err error) {
 		{bucketSessionKeys, key},
 		{bucketFailed, key},
 	} {
-		if err := tx.Bucket(del.bucket).Delete(del.key); err != nil {
+		if err := del(tx, d.bucket, d.key); err != nil {
 			return false, err
 		}
 	}
 	if len(keys) < 8 {
 		return false, nil
 	}
-	if err := tx.Bucket(bucketActivity).Delete(activityKey(keys[:8], id)); err != nil {
+	if err := del(tx, bucketActivity, activityKey(keys[:8], id)); err != nil {
 		return false, err
 	}
 	owner := string(keys[8:])
-	if err := tx.Bucket(bucketOwner).Delete(ownerKey(owner, id)); err != nil {
+	if err := del(tx, bucketOwner, ownerKey(owner, id)); err != nil {
 		return false, err
 	}
 	if ownsAny(tx, owner) {
 		return false, nil
 	}
-	return true, tx.Bucket(bucketClients).Delete([]byte(owner))
+	return true, del(tx, bucketClients, []byte(owner))
 }
 
 func ownsAny(tx *bolt.Tx, owner string) bool {
@@ -464,7 +465,7 @@ func (s *Store) sweepOne(tx *bolt.Tx, actKey []byte, id string, r *storage.Sweep
 	keys := tx.Bucket(bucketSessionKeys).Get([]byte(id))
 	if keys == nil || len(keys) < 8 || !bytes.Equal(keys[:8], actKey[:8]) {
 		r.Orphans++
-		return tx.Bucket(bucketActivity).Delete(actKey)
+		return del(tx, bucketActivity, actKey)
 	}
 	return sweepSession(tx, id, r)
 }
@@ -502,14 +503,14 @@ func (s *Store) SweepFailed(maxAttempts int) (storage.SweepResult, error) {
 		}
 		for _, k := range stale {
 			r.Orphans++
-			if err := tx.Bucket(bucketFailed).Delete(k); err != nil {
+			if err := del(tx, bucketFailed, k); err != nil {
 				return err
 			}
 		}
 		for _, id := range ids {
 			if tx.Bucket(bucketSessionKeys).Get([]byte(id)) == nil {
 				r.Orphans++
-				if err := tx.Bucket(bucketFailed).Delete([]byte(id)); err != nil {
+				if err := del(tx, bucketFailed, []byte(id)); err != nil {
 					return err
 				}
 				continue
@@ -530,12 +531,9 @@ func (s *Store) SweepFailed(maxAttempts int) (storage.SweepResult, error) {
 func (s *Store) DeleteAllSessions() (storage.SweepResult, error) {
 	var r storage.SweepResult
 	err := s.update(func(tx *bolt.Tx) error {
-		r.Sessions = tx.Bucket(bucketSessions).Stats().KeyN
-		r.Clients = tx.Bucket(bucketClients).Stats().KeyN
-		for _, name := range allBuckets {
-			if bytes.Equal(name, bucketMeta) {
-				continue
-			}
+		r.Sessions = readCount(tx, bucketSessions)
+		r.Clients = readCount(tx, bucketClients)
+		for _, name := range dataBuckets() {
 			if err := tx.DeleteBucket(name); err != nil {
 				return err
 			}
@@ -543,7 +541,7 @@ func (s *Store) DeleteAllSessions() (storage.SweepResult, error) {
 				return err
 			}
 		}
-		return nil
+		return resetCounts(tx)
 	})
 	if err != nil {
 		return r, fmt.Errorf("delete all sessions in %s: %w", s.path, err)
@@ -551,16 +549,17 @@ func (s *Store) DeleteAllSessions() (storage.SweepResult, error) {
 	return r, nil
 }
 
-// Stats implements storage.Store.
-// NOTE: bucket key counts come from bbolt's Bucket.Stats, which walks every
-// page of the bucket, so this costs time in proportion to the file size.
+// Stats implements storage.Store. Key counts are kept in meta by every
+// write, so Stats costs the same whatever the number of sessions.
 func (s *Store) Stats() (storage.Stats, error) {
 	st := storage.Stats{Path: s.path, Buckets: map[string]storage.BucketStats{}}
 	err := s.view(func(tx *bolt.Tx) error {
 		st.FileSizeBytes = tx.Size()
-		for _, name := range allBuckets {
-			st.Buckets[string(name)] = storage.BucketStats{Keys: tx.Bucket(name).Stats().KeyN}
+		for _, name := range dataBuckets() {
+			st.Buckets[string(name)] = storage.BucketStats{Keys: readCount(tx, name)}
 		}
+		// meta holds a few keys; walking it is cheap.
+		st.Buckets[string(bucketMeta)] = storage.BucketStats{Keys: metaKeys(tx)}
 		c := tx.Bucket(bucketActivity).Cursor()
 		if k, _ := c.First(); len(k) >= 8 {
 			st.OldestActivity = nanosTime(k[:8])

@@ -88,6 +88,11 @@ func checkFile(path string) error {
 // client record a session, every owner a client record, every failed entry a session.
 func checkIndexes(tx *bolt.Tx) error {
 	var errs []error
+	for _, name := range dataBuckets() {
+		if got, want := readCount(tx, name), tx.Bucket(name).Stats().KeyN; got != want {
+			errs = append(errs, fmt.Errorf("bucket %s: stored key count %d, %d keys", name, got, want))
+		}
+	}
 	keys := map[string][]byte{}
 	_ = tx.Bucket(bucketSessionKeys).ForEach(func(k, v []byte) error {
 		keys[string(k)] = bytes.Clone(v)
@@ -181,7 +186,13 @@ func bucketKeys(t *testing.T, s *Store) map[string]int {
 	err := s.DB().View(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			n := 0
-			if err := tx.Bucket(name).ForEach(func(_, _ []byte) error { n++; return nil }); err != nil {
+			count := func(k, _ []byte) error {
+				if !isCountKey(k) {
+					n++
+				}
+				return nil
+			}
+			if err := tx.Bucket(name).ForEach(count); err != nil {
 				return err
 			}
 			counts[string(name)] = n
@@ -1426,5 +1437,39 @@ func TestDecodeRecordRejectsTruncation(t *testing.T) {
 	}
 	if _, err := decodeRecord(append(full, 0)); err == nil {
 		t.Error("a record with a trailing byte decoded")
+	}
+}
+
+func TestOpenCountsKeysOfOlderFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	s, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		mustCreate(t, s, newSession(fmt.Sprintf("s%d", i), "alice", time.Unix(int64(100+i), 0)))
+	}
+	// Remove the counts, as in a file written before they were kept.
+	err = s.DB().Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		for _, name := range dataBuckets() {
+			if err := meta.Delete(countKey(name)); err != nil {
+				return err
+			}
+		}
+		return meta.Delete(keyCountsReady)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = openTestAt(t, path)
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Sessions != 3 || st.Clients != 1 || st.Buckets["by_activity"].Keys != 3 {
+		t.Errorf("stats after counting an older file: %+v", st)
 	}
 }
