@@ -234,7 +234,7 @@ func (s *Store) CreateSession(sess *Session) error {
 		if tx.Bucket(bucketSessions).Get([]byte(sess.ID)) != nil {
 			return fmt.Errorf("create session %s: %w", sess.ID, storage.ErrExists)
 		}
-		if err := putSession(tx, sess); err != nil {
+		if err := putSession(tx, sess, true); err != nil {
 			return err
 		}
 		ref, err := json.Marshal(storage.SessionRef{ID: sess.ID, Component: sess.Component, Fingerprint: sess.Fingerprint})
@@ -266,17 +266,35 @@ func (s *Store) UpdateSession(sess *Session) error {
 		if len(old) < 8 || string(old[8:]) != sess.Owner {
 			return fmt.Errorf("update session %s: owner cannot change to %q", sess.ID, sess.Owner)
 		}
-		if len(old) >= 8 {
-			if err := del(tx, bucketActivity, activityKey(old[:8], sess.ID)); err != nil {
+		if nanos, ok := indexedActivity(tx, []byte(sess.ID), old); ok {
+			if err := del(tx, bucketActivity, activityKey(nanos, sess.ID)); err != nil {
 				return err
 			}
 		}
-		return putSession(tx, sess)
+		return putSession(tx, sess, false)
 	})
 }
 
-// putSession writes the record and its activity, key and failed entries.
-func putSession(tx *bolt.Tx, sess *Session) error {
+// indexedActivity returns the activity under which id is indexed in
+// by_activity: the LastActivity of its record, or, when the record cannot
+// be read, the activity at creation kept in session_keys (keys).
+func indexedActivity(tx *bolt.Tx, id, keys []byte) ([]byte, bool) {
+	if v := tx.Bucket(bucketSessions).Get(id); len(v) > 4 && binary.BigEndian.Uint32(v) == crc32.Checksum(v[4:], castagnoli) {
+		if nanos, err := recordActivity(v[4:]); err == nil {
+			return binary.BigEndian.AppendUint64(nil, uint64(nanos)), true
+		}
+	}
+	if len(keys) >= 8 {
+		return bytes.Clone(keys[:8]), true
+	}
+	return nil, false
+}
+
+// putSession writes the record and its activity and failed entries, and on
+// create its session_keys entry. That entry holds the owner and the
+// activity at creation, and is not rewritten by updates, so an update
+// dirties one B-tree page fewer.
+func putSession(tx *bolt.Tx, sess *Session, create bool) error {
 	value := encodeRecord(make([]byte, 4, 64+len(sess.Props)+len(sess.State)+len(sess.ID)*3), sess)
 	binary.BigEndian.PutUint32(value, crc32.Checksum(value[4:], castagnoli))
 
@@ -286,9 +304,11 @@ func putSession(tx *bolt.Tx, sess *Session) error {
 	}
 	nanos := make([]byte, 8)
 	binary.BigEndian.PutUint64(nanos, uint64(sess.LastActivity.UnixNano()))
-	keys := append(bytes.Clone(nanos), sess.Owner...)
-	if err := put(tx, bucketSessionKeys, id, keys); err != nil {
-		return err
+	if create {
+		keys := append(bytes.Clone(nanos), sess.Owner...)
+		if err := put(tx, bucketSessionKeys, id, keys); err != nil {
+			return err
+		}
 	}
 	if err := put(tx, bucketActivity, activityKey(nanos, sess.ID), nil); err != nil {
 		return err
@@ -350,6 +370,11 @@ func deleteSession(tx *bolt.Tx, id string) (clientRemoved bool, err error) {
 		return false, del(tx, bucketSessions, key)
 	}
 	keys = bytes.Clone(keys)
+	// Read the indexed activity before the record is deleted.
+	// NOTE: for a corrupt record of a session updated since its creation
+	// this finds only the creation activity, so its by_activity entry stays
+	// until the age sweep reaches it and removes it as an orphan.
+	nanos, indexed := indexedActivity(tx, key, keys)
 	for _, d := range []struct {
 		bucket []byte
 		key    []byte
@@ -365,8 +390,10 @@ func deleteSession(tx *bolt.Tx, id string) (clientRemoved bool, err error) {
 	if len(keys) < 8 {
 		return false, nil
 	}
-	if err := del(tx, bucketActivity, activityKey(keys[:8], id)); err != nil {
-		return false, err
+	if indexed {
+		if err := del(tx, bucketActivity, activityKey(nanos, id)); err != nil {
+			return false, err
+		}
 	}
 	owner := string(keys[8:])
 	if err := del(tx, bucketOwner, ownerKey(owner, id)); err != nil {
@@ -462,9 +489,24 @@ func (s *Store) SweepExpired(cutoff time.Time, keep func(id string) bool) (stora
 // sweepOne deletes the session behind one by_activity key, or the key alone
 // when it is stale.
 func (s *Store) sweepOne(tx *bolt.Tx, actKey []byte, id string, r *storage.SweepResult) error {
-	keys := tx.Bucket(bucketSessionKeys).Get([]byte(id))
-	if keys == nil || len(keys) < 8 || !bytes.Equal(keys[:8], actKey[:8]) {
+	key := []byte(id)
+	keys := tx.Bucket(bucketSessionKeys).Get(key)
+	v := tx.Bucket(bucketSessions).Get(key)
+	if keys == nil || v == nil {
 		r.Orphans++
+		return del(tx, bucketActivity, actKey)
+	}
+	if len(v) < 4 || binary.BigEndian.Uint32(v) != crc32.Checksum(v[4:], castagnoli) {
+		// A corrupt record under an expired entry: delete it all, and this
+		// entry too, which its creation activity may not name.
+		if err := del(tx, bucketActivity, actKey); err != nil {
+			return err
+		}
+		return sweepSession(tx, id, r)
+	}
+	nanos, err := recordActivity(v[4:])
+	if err != nil || int64(binary.BigEndian.Uint64(actKey[:8])) != nanos {
+		r.Orphans++ // an entry left behind by an update
 		return del(tx, bucketActivity, actKey)
 	}
 	return sweepSession(tx, id, r)

@@ -121,3 +121,26 @@ func (r *reader) copy() []byte {
 	}
 	return append([]byte(nil), field...)
 }
+
+// recordActivity reads only the LastActivity of a record, in Unix
+// nanoseconds, without copying any field.
+func recordActivity(body []byte) (int64, error) {
+	if len(body) > 0 && body[0] == '{' {
+		s, err := decodeRecord(body)
+		if err != nil {
+			return 0, err
+		}
+		return s.LastActivity.UnixNano(), nil
+	}
+	if len(body) == 0 || body[0] != recordBinary {
+		return 0, errors.New("unknown record encoding")
+	}
+	r := reader{buf: body[1:]}
+	for range 7 { // ID, Component, Owner, Fingerprint, Props, State, MAC
+		r.bytes()
+	}
+	r.uvarint() // Version
+	r.varint()  // CreatedAt
+	activity := r.varint()
+	return activity, r.err
+}
