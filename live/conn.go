@@ -180,7 +180,7 @@ func (c *Conn) hello(msg *clientMessage) *Error {
 		}
 	}
 	if clientID == "" {
-		clientID = randomID(16)
+		clientID = NewID(e.now())
 	}
 	if tampered {
 		// The log names the new client id; nothing from the token is logged,
@@ -272,7 +272,7 @@ func (c *Conn) mount(msg *clientMessage) *Error {
 	}
 
 	now := e.now().UTC().Round(0)
-	id := randomID(16)
+	id := NewID(now)
 	if key := sanitizeKey(msg.Key); key != "" {
 		id = key + "." + id
 	}

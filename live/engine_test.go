@@ -1336,3 +1336,20 @@ func TestVerifyAcceptsCanonicalJSONMAC(t *testing.T) {
 		t.Error("a changed state verifies")
 	}
 }
+
+func TestNewIDSortsByTime(t *testing.T) {
+	base := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	ids := []string{NewID(base), NewID(base.Add(time.Millisecond)), NewID(base.Add(time.Hour)), NewID(base.Add(24 * 365 * time.Hour))}
+	for i := 1; i < len(ids); i++ {
+		if ids[i-1][:8] >= ids[i][:8] {
+			t.Errorf("id %q made before %q does not sort first", ids[i-1], ids[i])
+		}
+	}
+	a, b := NewID(base), NewID(base)
+	if a == b || a[:8] != b[:8] {
+		t.Errorf("two ids of one millisecond: %q %q; want one prefix and different random parts", a, b)
+	}
+	if len(a) != 30 || strings.ContainsAny(a, ".+/=") {
+		t.Errorf("id %q: want 30 URL-safe characters without '.'", a)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/livebolt/livebolt/live"
 	"github.com/livebolt/livebolt/storage"
 	"github.com/livebolt/livebolt/storage/boltdb"
 )
@@ -56,13 +57,14 @@ func fillSessions(store storage.Store, n int, next sessionMaker, label string) e
 	})
 }
 
-// randomSessions makes sessions with random ids and owners, last active at
-// random times in [from, to).
+// randomSessions makes sessions last active at random times in [from, to),
+// with ids and owners made by live.NewID at that time, as the server makes
+// them at mount and hello.
 func randomSessions(from, to time.Time) sessionMaker {
 	span := int64(to.Sub(from))
 	return func(rng *rand.Rand, _, _ int) *storage.Session {
 		activity := from.Add(time.Duration(rng.Int64N(span)))
-		return fakeSession(rng, "f."+randomText(rng, 22), randomText(rng, 22), activity)
+		return fakeSession(rng, "f."+live.NewID(activity), live.NewID(activity), activity)
 	}
 }
 
