@@ -230,7 +230,8 @@ func (s *Server) health(c *fiber.Ctx) error {
 // token when one is configured, a loopback peer address otherwise.
 func (s *Server) authorizeAdmin(c *fiber.Ctx) error {
 	// A page on another site can make a browser send a simple POST to a
-	// loopback server; browsers mark it with Origin, so reject that first.
+	// loopback server. Browsers mark such a request with Origin, so reject
+	// it first.
 	if c.Get(fiber.HeaderOrigin) != "" && !s.checkOrigin(c) {
 		return fiber.NewError(fiber.StatusForbidden, "cleanup does not accept cross-origin requests from "+c.Get(fiber.HeaderOrigin))
 	}

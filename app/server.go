@@ -90,7 +90,7 @@ type Options struct {
 	LockTimeout time.Duration
 	// IdleTimeout closes a WebSocket, with 1001, after this long without a
 	// frame or a pong from the client. The server pings every PingInterval,
-	// and browsers answer pings by themselves, so an open page stays
+	// and browsers reply to pings by themselves, so an open page stays
 	// connected. HelloTimeout closes, with 1008, a connection that has not
 	// sent hello by then. Defaults DefaultIdleTimeout, DefaultPingInterval
 	// and DefaultHelloTimeout.
@@ -157,7 +157,7 @@ func (o *Options) fill() error {
 		return errors.New("app: IdleTimeout, PingInterval and HelloTimeout must not be negative")
 	}
 	if o.PingInterval >= o.IdleTimeout {
-		return fmt.Errorf("app: PingInterval (%s) must be shorter than IdleTimeout (%s), or idle clients that answer pings are closed", o.PingInterval, o.IdleTimeout)
+		return fmt.Errorf("app: PingInterval (%s) must be shorter than IdleTimeout (%s), or clients that reply to pings are closed as idle", o.PingInterval, o.IdleTimeout)
 	}
 	if o.Register == nil {
 		o.Register = components.Register

@@ -588,8 +588,8 @@ func TestIdleConnectionsClosed(t *testing.T) {
 	silent.do(map[string]any{"type": "hello"})
 
 	// The reader sends nothing but keeps reading, so its client library
-	// answers the server's pings; the silent client reads nothing, so it
-	// answers none.
+	// replies to the server's pings. The silent client reads nothing, so it
+	// replies to none.
 	readerErr := make(chan error, 1)
 	go func() {
 		_ = reader.ws.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))

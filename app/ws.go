@@ -41,9 +41,9 @@ type wsConn struct {
 	maxBytes int           // limit of queuedBytes
 	wrote    chan struct{} // closed when the writer has exited
 
-	// ops counts goroutines that use ws outside the handler (the abort's
-	// close frame); finish waits for them, because fasthttp reuses the
-	// connection object once the handler returns.
+	// ops counts goroutines that use ws outside the handler, such as the
+	// abort's close frame. finish waits for them, because fasthttp reuses
+	// the connection object once the handler returns.
 	ops sync.WaitGroup
 
 	mu          sync.Mutex

@@ -61,9 +61,9 @@ type Limits struct {
 	MaxArgs       int // arguments of one call
 
 	// MessagesPerSecond and MessageBurst form a token bucket per connection.
-	// A frame beyond it is answered with rate_limited and not handled, and
-	// the connection's next read waits one token's time (1/MessagesPerSecond,
-	// at most 1 s), so a flood slows to the limit.
+	// A frame beyond it gets a rate_limited error and is not handled. The
+	// connection's next read then waits one token's time
+	// (1/MessagesPerSecond, at most 1 s), so a flood slows to the limit.
 	MessagesPerSecond float64
 	MessageBurst      int
 

@@ -24,8 +24,9 @@ live.on('welcome', (welcome) => {
   $('client-id').textContent = welcome.clientId;
 });
 
-// Calls in flight per card: a card's controls are disabled until its call
-// is answered, so a double click cannot apply an index-based action twice.
+// Calls in flight per card: a card's controls are disabled until the reply
+// to its call arrives, so a double click cannot apply an index-based action
+// twice.
 const busy = new Set();
 
 function updateControls() {
@@ -134,7 +135,7 @@ async function setupTodo() {
       box.checked = item.done;
       box.id = `todo-item-${index}`;
       box.onchange = () => {
-        box.checked = item.done; // show the server's answer, not the click
+        box.checked = item.done; // show the server's reply, not the click
         run('todo', () => todo.call('toggle', index));
       };
       const text = document.createElement('label');

@@ -136,7 +136,8 @@ export class Component extends Emitter {
     }
   }
 
-  /** unmount destroys the component on the server and forgets it. */
+  /** unmount destroys the component on the server and removes its stored
+   * entry. */
   async unmount() {
     if (this.unmounted) return;
     await this.client.request({ type: 'unmount', id: this.id });
@@ -257,7 +258,8 @@ export class LiveClient extends Emitter {
     component.apply(msg);
   }
 
-  /** refresh forgets a component the server lost and mounts it afresh. */
+  /** refresh removes the stored entry of a component the server lost and
+   * mounts a new one in its slot. */
   async refresh(component, err) {
     writeSlot(component.slot, null);
     component.id = null;

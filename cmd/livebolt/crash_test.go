@@ -52,7 +52,7 @@ var errConnectionEnded = errors.New("connection ended before the reply")
 // comes within timeout.
 
 // loadFlags lift the per-connection message limit (100 a second by
-// default), because these clients call as fast as the server answers.
+// default), because these clients call as fast as the server replies.
 var loadFlags = []string{"--max-messages-per-second", "1000000", "--message-burst", "1000000"}
 
 func (c *wsClient) tryRequest(m obj, timeout time.Duration) (obj, error) {

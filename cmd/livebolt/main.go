@@ -127,7 +127,7 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// durationFlag is a time.Duration flag whose error says how to write one.
+// durationFlag is a time.Duration flag whose error explains how to write one.
 type durationFlag time.Duration
 
 func (d *durationFlag) String() string { return time.Duration(*d).String() }
