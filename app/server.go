@@ -116,10 +116,16 @@ type Options struct {
 	Now func() time.Time
 }
 
+// fill sets the defaults of zero fields, then validates the options.
 func (o *Options) fill() error {
 	if o.DataDir == "" && o.Store == nil {
 		return errors.New("app: Options.DataDir is required")
 	}
+	o.setDefaults()
+	return o.validate()
+}
+
+func (o *Options) setDefaults() {
 	if o.AgeSweep == "" {
 		o.AgeSweep = DefaultAgeSweep
 	}
@@ -153,17 +159,20 @@ func (o *Options) fill() error {
 	if o.HelloTimeout == 0 {
 		o.HelloTimeout = DefaultHelloTimeout
 	}
-	if o.IdleTimeout < 0 || o.PingInterval < 0 || o.HelloTimeout < 0 {
-		return errors.New("app: IdleTimeout, PingInterval and HelloTimeout must not be negative")
-	}
-	if o.PingInterval >= o.IdleTimeout {
-		return fmt.Errorf("app: PingInterval (%s) must be shorter than IdleTimeout (%s), or clients that reply to pings are closed as idle", o.PingInterval, o.IdleTimeout)
-	}
 	if o.Register == nil {
 		o.Register = components.Register
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (o *Options) validate() error {
+	if o.IdleTimeout < 0 || o.PingInterval < 0 || o.HelloTimeout < 0 {
+		return errors.New("app: IdleTimeout, PingInterval and HelloTimeout must not be negative")
+	}
+	if o.PingInterval >= o.IdleTimeout {
+		return fmt.Errorf("app: PingInterval (%s) must be shorter than IdleTimeout (%s), or clients that reply to pings are closed as idle", o.PingInterval, o.IdleTimeout)
 	}
 	for _, spec := range []struct{ name, value string }{{"AgeSweep", o.AgeSweep}, {"FailedSweep", o.FailedSweep}} {
 		if _, err := jobs.ParseSchedule(spec.value); err != nil {
