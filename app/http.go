@@ -269,6 +269,7 @@ func (s *Server) cleanup(c *fiber.Ctx) error {
 	if err := s.authorizeAdmin(c); err != nil {
 		return err
 	}
+
 	all := false
 	switch v := c.Query("all"); v {
 	case "", "false", "0":
@@ -277,10 +278,12 @@ func (s *Server) cleanup(c *fiber.Ctx) error {
 	default:
 		return fiber.NewError(fiber.StatusBadRequest, fmt.Sprintf("invalid value %q for all; use true or false", v))
 	}
+
 	before, err := s.counts()
 	if err != nil {
 		return err
 	}
+
 	cleaned := fiber.Map{}
 	expired, err := s.jobs.RunNow(JobAgeSweep)
 	if err != nil {
@@ -293,6 +296,7 @@ func (s *Server) cleanup(c *fiber.Ctx) error {
 	cleaned["expiredSessions"] = expired
 	cleaned["failedSessions"] = failed
 	cleaned["orphanInstances"] = s.engine.ReleaseOrphans()
+
 	if all {
 		released, r, err := s.engine.DeleteAllSessions()
 		if err != nil {
@@ -302,6 +306,7 @@ func (s *Server) cleanup(c *fiber.Ctx) error {
 		cleaned["allSessions"] = r.Sessions
 		s.log.Warn("cleanup deleted all sessions", "sessions", r.Sessions, "instances", released)
 	}
+
 	after, err := s.counts()
 	if err != nil {
 		return err

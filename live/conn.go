@@ -170,6 +170,8 @@ func (c *Conn) hello(msg *clientMessage) *Error {
 		return newError(CodeBadArgs, "hello was already received on this connection")
 	}
 	e := c.engine
+
+	// A valid token resumes its client; any other gets a new one.
 	clientID, resumed, tampered := "", false, false
 	if msg.Token != "" {
 		if id, ok := e.signer.verifyToken(msg.Token); ok {
@@ -188,6 +190,7 @@ func (c *Conn) hello(msg *clientMessage) *Error {
 		// share one log window, since each gets a new client id.
 		e.logRejectionIn("invalid_token", clientID, "", "invalid_token")
 	}
+
 	components := []ComponentRef{}
 	if resumed {
 		refs, err := e.store.ClientSessions(clientID)
@@ -199,6 +202,7 @@ func (c *Conn) hello(msg *clientMessage) *Error {
 			components = append(components, ComponentRef(r))
 		}
 	}
+
 	e.mu.Lock()
 	c.clientID = clientID
 	e.mu.Unlock()
@@ -695,6 +699,7 @@ func (c *Conn) hydrateStored(msg *clientMessage) error {
 	if perr := c.checkInstanceLimit(); perr != nil {
 		return perr
 	}
+
 	sess, err := e.store.GetSession(msg.ID)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
@@ -707,6 +712,7 @@ func (c *Conn) hydrateStored(msg *clientMessage) error {
 	if perr := c.verifySession(msg, sess, nil); perr != nil {
 		return perr
 	}
+
 	def, _ := e.registry.Lookup(sess.Component)
 	state, err := def.restore(sess.State)
 	if err != nil {
@@ -717,6 +723,7 @@ func (c *Conn) hydrateStored(msg *clientMessage) error {
 	if perr != nil {
 		return perr
 	}
+
 	inst := &instance{def: def, sess: touched, state: state}
 	e.mu.Lock()
 	attached := c.attach(msg.ID, inst)

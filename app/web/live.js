@@ -278,7 +278,7 @@ export class LiveClient extends Emitter {
     const existing = this.components.get(key) || null;
     if (existing) {
       if (existing.component !== name) {
-        return Promise.reject(new LiveError('bad_args', `slot "${key}" holds a ${existing.component}, not a ${name}; pass another key`));
+        return Promise.reject(new LiveError('bad_args', `slot "${key}" contains a ${existing.component}, not a ${name}; pass another key`));
       }
       return Promise.resolve(existing);
     }

@@ -369,6 +369,7 @@ func deleteSession(tx *bolt.Tx, id string) (clientRemoved bool, err error) {
 		}
 		return false, del(tx, bucketSessions, key)
 	}
+
 	keys = bytes.Clone(keys)
 	// Read the indexed activity before the record is deleted.
 	// NOTE: for a corrupt record of a session updated since its creation
@@ -387,6 +388,7 @@ func deleteSession(tx *bolt.Tx, id string) (clientRemoved bool, err error) {
 			return false, err
 		}
 	}
+
 	if len(keys) < 8 {
 		return false, nil
 	}
@@ -395,6 +397,8 @@ func deleteSession(tx *bolt.Tx, id string) (clientRemoved bool, err error) {
 			return false, err
 		}
 	}
+
+	// Remove the ownership entry, and the client record with the last one.
 	owner := string(keys[8:])
 	if err := del(tx, bucketOwner, ownerKey(owner, id)); err != nil {
 		return false, err
