@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ type Conn struct {
 
 	// Guarded by Engine.mu; clientID is written once, by hello.
 	clientID  string
+	patch     bool // hello asked for FeaturePatch
 	instances map[string]*instance
 	types     map[string]int // instances per component type, for broadcasts
 	closed    bool
@@ -169,6 +171,9 @@ func (c *Conn) hello(msg *clientMessage) *Error {
 	if c.clientID != "" {
 		return newError(CodeBadArgs, "hello was already received on this connection")
 	}
+	if len(msg.Features) > maxFeatures {
+		return newError(CodeBadArgs, "hello lists %d features, the limit is %d", len(msg.Features), maxFeatures)
+	}
 	e := c.engine
 
 	// A valid token resumes its client; any other gets a new one.
@@ -205,8 +210,13 @@ func (c *Conn) hello(msg *clientMessage) *Error {
 
 	e.mu.Lock()
 	c.clientID = clientID
+	c.patch = slices.Contains(msg.Features, FeaturePatch)
 	e.mu.Unlock()
-	c.send(welcomeMessage{Type: TypeWelcome, Ref: msg.Ref, ClientID: clientID, Token: e.signer.token(clientID), Resumed: resumed, Components: components})
+	features := []string{}
+	if c.patch {
+		features = append(features, FeaturePatch)
+	}
+	c.send(welcomeMessage{Type: TypeWelcome, Ref: msg.Ref, ClientID: clientID, Token: e.signer.token(clientID), Resumed: resumed, Components: components, Features: features})
 	return nil
 }
 
@@ -298,7 +308,7 @@ func (c *Conn) mount(msg *clientMessage) *Error {
 	// The id is new and random, so no other instance can hold it.
 	c.attach(id, inst)
 	e.mu.Unlock()
-	c.sendState(msg.Ref, sess, nil)
+	c.sendState(msg.Ref, inst, sess, nil)
 	return nil
 }
 
@@ -380,11 +390,49 @@ func (c *Conn) owns(inst *instance) bool {
 	return inst.conn == c
 }
 
-func (c *Conn) sendState(ref *int64, sess *storage.Session, result json.RawMessage) {
+// sendState sends the full state of sess, a snapshot of inst. The caller
+// holds inst.mu, or inst is new.
+func (c *Conn) sendState(ref *int64, inst *instance, sess *storage.Session, result json.RawMessage) {
+	inst.sentTo, inst.sentVersion = c, sess.Version
 	c.send(stateMessage{
 		Type: TypeState, Ref: ref, ID: sess.ID, Component: sess.Component,
 		State: sess.State, Fingerprint: sess.Fingerprint, Version: sess.Version, Result: result,
 	})
+}
+
+// sendChange sends next, the snapshot that follows prev, as a patch when the
+// client asked for patches and was last sent prev, and as the full state
+// otherwise, or when the patch would not be smaller. The caller holds
+// inst.mu.
+func (c *Conn) sendChange(ref *int64, inst *instance, prev, next *storage.Session, result json.RawMessage) {
+	if !c.patch || inst.sentTo != c || inst.sentVersion != prev.Version {
+		c.sendState(ref, inst, next, result)
+		return
+	}
+	ops, err := diffJSON(prev.State, next.State)
+	if err != nil {
+		// Both are the output of json.Marshal, so this is a bug; the full
+		// state still reaches the client.
+		c.engine.log.Error("diff of component states failed; sending the full state", "component", next.Component, "component_id", next.ID, "err", err)
+		c.sendState(ref, inst, next, result)
+		return
+	}
+	if ops == nil {
+		ops = []patchOp{}
+	}
+	// The patch message carries what the state message does, less the
+	// state and fingerprint, plus the patch and its base version.
+	patch := encode(ops)
+	if len(patch) >= len(next.State)+len(next.Fingerprint) {
+		c.sendState(ref, inst, next, result)
+		return
+	}
+	frame := encode(patchMessage{
+		Type: TypePatch, Ref: ref, ID: next.ID, Component: next.Component,
+		Base: prev.Version, Version: next.Version, Patch: patch, Result: result,
+	})
+	inst.sentTo, inst.sentVersion = c, next.Version
+	c.out.Send(frame)
 }
 
 // encodeState marshals a state and checks it against the size limit.
@@ -488,8 +536,9 @@ func (c *Conn) call(msg *clientMessage) *Error {
 		c.rollback(msg.ID, inst)
 		return c.internal("store new state", msg.ID, err)
 	}
+	prev := inst.sess
 	inst.sess = &next
-	c.sendState(msg.Ref, &next, resultJSON)
+	c.sendChange(msg.Ref, inst, prev, &next, resultJSON)
 	c.flushEvents(ctx)
 	return nil
 }
@@ -690,7 +739,7 @@ func (c *Conn) hydrateAttached(msg *clientMessage, inst *instance) error {
 		// another hydration loaded the session again: use that one.
 		return errRetry
 	}
-	c.sendState(msg.Ref, touched, nil)
+	c.sendState(msg.Ref, inst, touched, nil)
 	return nil
 }
 
@@ -731,7 +780,7 @@ func (c *Conn) hydrateStored(msg *clientMessage) error {
 	if !attached {
 		return errRetry
 	}
-	c.sendState(msg.Ref, touched, nil)
+	c.sendState(msg.Ref, inst, touched, nil)
 	return nil
 }
 

@@ -163,6 +163,12 @@ type instance struct {
 	mu    sync.Mutex
 	sess  *storage.Session // last committed snapshot
 	state any              // decoded state, equal to sess.State between calls
+
+	// sentTo and sentVersion name the connection that was last sent this
+	// instance's state and the version it was sent, so a change can go to
+	// it as a patch against that version.
+	sentTo      *Conn
+	sentVersion uint64
 }
 
 // New validates opts and returns an engine.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,6 +61,7 @@ func (c *clock) Advance(d time.Duration) {
 type counterState struct {
 	Count int    `json:"count"`
 	Blob  string `json:"blob,omitempty"`
+	Items []int  `json:"items,omitempty"`
 }
 
 // testRegistry has a counter with actions that succeed, fail, panic and
@@ -101,6 +103,14 @@ func testRegistry(t *testing.T) *Registry {
 		}).
 		Action("grow", func(ctx *Context, s *counterState, args Args) (any, error) {
 			s.Blob = strings.Repeat("x", 2048)
+			return nil, nil
+		}).
+		Action("push", func(ctx *Context, s *counterState, args Args) (any, error) {
+			s.Items = append(s.Items, len(s.Items)*37%101)
+			return nil, nil
+		}).
+		Action("reverse", func(ctx *Context, s *counterState, args Args) (any, error) {
+			slices.Reverse(s.Items)
 			return nil, nil
 		}).
 		Action("shout", func(ctx *Context, s *counterState, args Args) (any, error) {

@@ -11,6 +11,7 @@ import (
 	"go/token"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -88,6 +89,22 @@ func FuzzHandle(f *testing.F) {
 2>{"type":"hydrate","ref":3,"id":"$ID","fingerprint":"wrong"}
 2>{"type":"hydrate","ref":4,"id":"$ID","fingerprint":"$FP"}
 {"type":"call","ref":5,"id":"$ID","action":"inc"}`,
+		// Patches on a connection that asked for them, including a
+		// reversal that sends the full state and a move to a connection
+		// that did not ask.
+		`{"type":"hello","features":["patch"]}
+{"type":"mount","component":"counter"}
+{"type":"call","ref":1,"id":"$ID","action":"push"}
+{"type":"call","ref":2,"id":"$ID","action":"push"}
+{"type":"call","ref":3,"id":"$ID","action":"inc"}
+{"type":"call","ref":4,"id":"$ID","action":"reverse"}
+{"type":"call","ref":5,"id":"$ID","action":"fail"}
+{"type":"call","ref":6,"id":"$ID","action":"push"}
+2>{"type":"hello","token":"$TOKEN"}
+2>{"type":"hydrate","ref":1,"id":"$ID","fingerprint":"$FP"}
+2>{"type":"call","ref":2,"id":"$ID","action":"push"}
+{"type":"hydrate","ref":7,"id":"$ID","fingerprint":"$FP"}
+{"type":"call","ref":8,"id":"$ID","action":"push"}`,
 		`not json`,
 		`{"type":"call","ref":7,"args":"notalist"}`,
 		`{"type":"launch","ref":1}`,
@@ -152,7 +169,7 @@ const (
 
 // fuzzReplyTypes are the message types sent in reply to a client frame.
 // Events and broadcasts are pushed, not sent in reply.
-var fuzzReplyTypes = map[string]bool{TypeWelcome: true, TypeState: true, TypeUnmounted: true, TypeError: true}
+var fuzzReplyTypes = map[string]bool{TypeWelcome: true, TypeState: true, TypePatch: true, TypeUnmounted: true, TypeError: true}
 
 // rawOutbox keeps a copy of every message sent to it, unparsed, so that the
 // checks see exactly the bytes the server produced.
@@ -227,6 +244,16 @@ type fuzzSession struct {
 	transcript []string
 
 	token, id, fp string
+
+	// seen is what each connection was last sent of each component, the
+	// copy a client following the protocol keeps.
+	seen [2]map[string]seenState
+}
+
+// seenState is a client's copy of one component's state.
+type seenState struct {
+	version uint64
+	state   json.RawMessage
 }
 
 // serverMessage contains the fields of every server message that the checks read.
@@ -243,6 +270,8 @@ type serverMessage struct {
 	Fingerprint     string          `json:"fingerprint"`
 	State           json.RawMessage `json:"state"`
 	Version         uint64          `json:"version"`
+	Base            *uint64         `json:"base"`
+	Patch           json.RawMessage `json:"patch"`
 	Event           string          `json:"event"`
 }
 
@@ -271,6 +300,7 @@ func (s *fuzzSession) run(input []byte) error {
 }
 
 func (s *fuzzSession) connect(slot int) {
+	s.seen[slot] = map[string]seenState{}
 	s.outs[slot] = &rawOutbox{}
 	s.conns[slot] = s.engine.Connect(s.outs[slot])
 }
@@ -408,8 +438,8 @@ func (s *fuzzSession) checkMessages(slot int, frame []byte, heldBefore [2]map[st
 					return fmt.Errorf("reply %s has ref %s, want %s", raw, got, want)
 				}
 			case m.Type == TypeEvent:
-				if reply == nil || reply.Type != TypeState || reply.ID != m.ID {
-					return fmt.Errorf("event %s does not follow a state reply of component %q", raw, m.ID)
+				if reply == nil || (reply.Type != TypeState && reply.Type != TypePatch) || reply.ID != m.ID {
+					return fmt.Errorf("event %s does not follow a state or patch reply of component %q", raw, m.ID)
 				}
 			}
 			switch m.Type {
@@ -417,12 +447,47 @@ func (s *fuzzSession) checkMessages(slot int, frame []byte, heldBefore [2]map[st
 				s.token = m.Token
 			case TypeState:
 				s.id, s.fp = m.ID, m.Fingerprint
+				s.seen[i][m.ID] = seenState{m.Version, m.State}
+			case TypePatch:
+				if err := s.followPatch(i, m); err != nil {
+					return fmt.Errorf("connection %d got %s: %w", i+1, raw, err)
+				}
 			}
 		}
 	}
 	if reply == nil {
 		return errors.New("no reply to the frame")
 	}
+	return nil
+}
+
+// followPatch applies a patch to connection slot's copy of the component
+// and checks the result against the committed state.
+func (s *fuzzSession) followPatch(slot int, m *serverMessage) error {
+	have, ok := s.seen[slot][m.ID]
+	if !ok || have.version != *m.Base {
+		return fmt.Errorf("patch from version %d, but this connection was last sent version %d", *m.Base, have.version)
+	}
+	next, err := applyPatch(have.state, m.Patch)
+	if err != nil {
+		return fmt.Errorf("patch does not apply to %s: %w", have.state, err)
+	}
+	inst := s.engine.instanceByID(m.ID)
+	if inst == nil {
+		return errors.New("patch for a component that is not in memory")
+	}
+	inst.mu.Lock()
+	committed, version := inst.sess.State, inst.sess.Version
+	inst.mu.Unlock()
+	want, err := decodeValue(committed)
+	if err != nil {
+		return err
+	}
+	if version != m.Version || !reflect.DeepEqual(next, want) {
+		return fmt.Errorf("patched state %v (version %d) differs from the committed %s (version %d)", next, m.Version, committed, version)
+	}
+	b, _ := json.Marshal(next)
+	s.seen[slot][m.ID] = seenState{m.Version, b}
 	return nil
 }
 
@@ -467,6 +532,13 @@ func parseServerMessage(raw []byte, codes map[string]bool) (*serverMessage, erro
 		}
 		if t := bytes.TrimSpace(m.State); len(t) == 0 || t[0] != '{' {
 			return nil, errors.New("state is not a JSON object")
+		}
+	case TypePatch:
+		if m.ID == "" || m.Component == "" || m.Base == nil || m.Version <= *m.Base {
+			return nil, errors.New("patch without id, component, or a version after its base")
+		}
+		if t := bytes.TrimSpace(m.Patch); len(t) == 0 || t[0] != '[' {
+			return nil, errors.New("patch is not a JSON array")
 		}
 	case TypeUnmounted:
 		if m.ID == "" {

@@ -17,6 +17,7 @@ const (
 	TypeUnmount   = "unmount"
 	TypeUnmounted = "unmounted"
 	TypeState     = "state"
+	TypePatch     = "patch"
 	TypeEvent     = "event"
 	TypeBroadcast = "broadcast"
 	TypeError     = "error"
@@ -34,6 +35,7 @@ type clientMessage struct {
 	Action      string            `json:"action,omitempty"`
 	Args        []json.RawMessage `json:"args,omitempty"`
 	Fingerprint string            `json:"fingerprint,omitempty"`
+	Features    []string          `json:"features,omitempty"`
 }
 
 // decodeMessage parses one frame. A frame that is not a JSON object, or whose
@@ -77,6 +79,7 @@ type welcomeMessage struct {
 	Token      string         `json:"token"`
 	Resumed    bool           `json:"resumed"`
 	Components []ComponentRef `json:"components"`
+	Features   []string       `json:"features"`
 }
 
 type stateMessage struct {
@@ -88,6 +91,19 @@ type stateMessage struct {
 	Fingerprint string          `json:"fingerprint,omitempty"`
 	Version     uint64          `json:"version"`
 	Result      json.RawMessage `json:"result,omitempty"`
+}
+
+// patchMessage carries the JSON Patch that turns the state of version Base,
+// the last one sent to this connection, into the state of Version.
+type patchMessage struct {
+	Type      string          `json:"type"`
+	Ref       *int64          `json:"ref,omitempty"`
+	ID        string          `json:"id"`
+	Component string          `json:"component"`
+	Base      uint64          `json:"base"`
+	Version   uint64          `json:"version"`
+	Patch     json.RawMessage `json:"patch"`
+	Result    json.RawMessage `json:"result,omitempty"`
 }
 
 type unmountedMessage struct {
