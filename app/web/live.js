@@ -11,7 +11,9 @@
 // are kept in sessionStorage under its slot key, so a reload, a dropped
 // connection or a server restart hydrates the same component instead of
 // mounting a new one. Calls made while the connection is down reject at
-// once with code "offline"; nothing is queued or replayed.
+// once with code "offline"; nothing is queued or replayed. The client asks
+// for state changes as JSON Patches, and fetches the full state whenever a
+// patch does not fit the version it has.
 
 const TOKEN_KEY = 'livebolt.token';
 const SLOTS_KEY = 'livebolt.components';
@@ -124,7 +126,8 @@ export class Component extends Emitter {
     try {
       const reply = await this.client.request({ type: 'call', id: this.id, action, args }, this);
       this.lastResult = reply.result;
-      return { state: reply.state, version: reply.version, result: reply.result };
+      // A patch reply carries no state: the component applied it already.
+      return { state: this.state, version: this.version, result: reply.result };
     } catch (err) {
       if (err instanceof LiveError && err.requiresRefresh) {
         // The server no longer has this component on this connection: get
@@ -157,6 +160,66 @@ export class Component extends Emitter {
     writeSlot(this.slot, { id: this.id, component: this.component, fingerprint: this.fingerprint });
     this.emit('state', this.state, this);
   }
+
+  /** applyPatch applies a patch message to the state it was made from. It
+   * returns false, changing nothing, when this copy is of another version
+   * or the patch does not apply; the caller then fetches the full state. */
+  applyPatch(msg) {
+    if (this.version !== msg.base) return false;
+    let next;
+    try {
+      next = applyJSONPatch(this.state, msg.patch);
+    } catch (err) {
+      console.error('livebolt: patch does not apply; fetching the full state', err);
+      return false;
+    }
+    this.state = next;
+    this.version = msg.version;
+    this.emit('state', this.state, this);
+    return true;
+  }
+}
+
+/** applyJSONPatch returns doc with the add, remove and replace operations
+ * of a JSON Patch (RFC 6902) applied, leaving doc unchanged. It throws on a
+ * path that does not resolve or an operation it does not know. */
+export function applyJSONPatch(doc, ops) {
+  if (!Array.isArray(ops)) throw new Error('a patch is an array of operations');
+  let root = structuredClone(doc);
+  for (const op of ops) {
+    if (op.path === '') {
+      if (op.op !== 'add' && op.op !== 'replace') throw new Error(`${op.op} cannot target the whole document`);
+      root = structuredClone(op.value);
+      continue;
+    }
+    if (typeof op.path !== 'string' || op.path[0] !== '/') throw new Error(`bad path ${JSON.stringify(op.path)}`);
+    const tokens = op.path.slice(1).split('/').map((t) => t.replaceAll('~1', '/').replaceAll('~0', '~'));
+    const last = tokens.pop();
+    let parent = root;
+    for (const token of tokens) {
+      if (parent === null || typeof parent !== 'object' || !Object.hasOwn(parent, token)) {
+        throw new Error(`path ${op.path} does not exist`);
+      }
+      parent = parent[token];
+    }
+    if (Array.isArray(parent)) {
+      const index = Number(last);
+      const max = op.op === 'add' ? parent.length : parent.length - 1;
+      if (!/^(0|[1-9][0-9]*)$/.test(last) || index > max) throw new Error(`bad index in ${op.path}`);
+      if (op.op === 'add') parent.splice(index, 0, op.value);
+      else if (op.op === 'replace') parent[index] = op.value;
+      else if (op.op === 'remove') parent.splice(index, 1);
+      else throw new Error(`unknown operation ${op.op}`);
+    } else if (parent !== null && typeof parent === 'object') {
+      if (op.op !== 'add' && !Object.hasOwn(parent, last)) throw new Error(`path ${op.path} does not exist`);
+      if (op.op === 'add' || op.op === 'replace') parent[last] = op.value;
+      else if (op.op === 'remove') delete parent[last];
+      else throw new Error(`unknown operation ${op.op}`);
+    } else {
+      throw new Error(`path ${op.path} goes through a value that is not an object or array`);
+    }
+  }
+  return root;
 }
 
 /** LiveClient is one connection to a livebolt server, reconnecting by
@@ -226,7 +289,7 @@ export class LiveClient extends Emitter {
   }
 
   async resume() {
-    const welcome = await this.send({ type: 'hello', token: localStorage.getItem(TOKEN_KEY) || undefined });
+    const welcome = await this.send({ type: 'hello', token: localStorage.getItem(TOKEN_KEY) || undefined, features: ['patch'] });
     localStorage.setItem(TOKEN_KEY, welcome.token);
     this.clientId = welcome.clientId;
     this.emit('welcome', welcome);
@@ -397,6 +460,11 @@ export class LiveClient extends Emitter {
       return;
     }
     if (msg.type === 'state' && waiter.component) waiter.component.apply(msg);
+    if (msg.type === 'patch' && waiter.component && !waiter.component.applyPatch(msg)) {
+      // This copy missed a version: fetch the full state, then resolve.
+      this.attach(waiter.component).then(() => waiter.resolve(msg), waiter.reject);
+      return;
+    }
     waiter.resolve(msg);
   }
 
@@ -414,6 +482,10 @@ export class LiveClient extends Emitter {
     if (!component) return;
     if (msg.type === 'state' && msg.version > component.version) {
       component.apply(msg); // a late reply still carries the committed state
+      return;
+    }
+    if (msg.type === 'patch' && msg.version > component.version) {
+      if (!component.applyPatch(msg)) this.attach(component).catch((e) => component.emit('error', e, component));
       return;
     }
     if (msg.type === 'error' && msg.requiresRefresh) {

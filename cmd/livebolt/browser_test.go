@@ -159,6 +159,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("ExpiredSession", e.testExpiredSession)
 	t.Run("Dashboard", e.testDashboard)
 	t.Run("ClientLibrary", e.testClientLibrary)
+	t.Run("Patches", e.testPatches)
 }
 
 func (e *e2e) testCounterSurvivesReload(t *testing.T) {
@@ -374,5 +375,52 @@ func (e *e2e) testClientLibrary(t *testing.T) {
 	})()`)
 	if got != "offline:true" {
 		t.Errorf("call while offline: %s, want offline:true (rejected within 100 ms)", got)
+	}
+}
+
+// testPatches checks that the browser client asks for patches, follows
+// them to the server's state, and fetches the full state when it missed a
+// version.
+func (e *e2e) testPatches(t *testing.T) {
+	srv := e.startData(t, "patches", t.TempDir(), nil)
+	tab := newBrowser(t)
+	openDemo(t, tab, srv)
+	got := value(t, tab, chromedp.Evaluate[string](`import('/live.js').then(async ({ connect, applyJSONPatch }) => {
+		const live = await connect('/live');
+		const types = [];
+		const receive = live.receive.bind(live);
+		live.receive = (data) => { types.push(JSON.parse(data).type); receive(data); };
+		const todo = await live.mount('todo', {}, { key: 'patches' });
+		for (let i = 0; i < 30; i++) await todo.call('add', 'item ' + i);
+		await todo.call('toggle', 3);
+		await todo.call('toggle', 17);
+		await todo.call('remove', 0);
+		const patched = types.filter((t) => t === 'patch').length;
+
+		// Pretend a version was missed: the next patch does not apply, so
+		// the client hydrates and still ends at the server's state.
+		todo.version -= 1;
+		const states = types.filter((t) => t === 'state').length;
+		const after = await todo.call('toggle', 5);
+		const resynced = types.filter((t) => t === 'state').length - states;
+
+		// A second connection of the same client hydrates the full state to
+		// compare with.
+		const other = await connect('/live');
+		const full = await other.send({ type: 'hydrate', id: todo.id, fingerprint: todo.fingerprint });
+
+		let threw = false;
+		const doc = { items: [1] };
+		try { applyJSONPatch(doc, [{ op: 'remove', path: '/items/1' }]); } catch { threw = true; }
+		return JSON.stringify({
+			patched, resynced,
+			same: JSON.stringify(after) === JSON.stringify(full.state) && todo.version === full.version,
+			items: after.items.length, done: after.items.filter((i) => i.done).map((i) => i.text),
+			threw, unchanged: JSON.stringify(doc),
+		});
+	})`, chromedp.EvalAwaitPromise))
+	want := `{"patched":33,"resynced":1,"same":true,"items":29,"done":["item 3","item 6","item 17"],"threw":true,"unchanged":"{\"items\":[1]}"}`
+	if got != want {
+		t.Errorf("patches in the browser:\n got %s\nwant %s", got, want)
 	}
 }
