@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,80 +19,77 @@ const maxFeatures = 16
 // patchOp is one JSON Patch operation. diffJSON emits only add, remove and
 // replace.
 type patchOp struct {
-	Op    string `json:"op"`
-	Path  string `json:"path"`
-	Value any    `json:"value"` // absent for remove, see MarshalJSON
+	Op    string          `json:"op"`
+	Path  string          `json:"path"`
+	Value json.RawMessage `json:"value"` // absent for remove, see MarshalJSON
 }
 
-// MarshalJSON writes value for add and replace even when it is null, and
-// never for remove.
+// MarshalJSON leaves out value for remove.
 func (op patchOp) MarshalJSON() ([]byte, error) {
-	type plain struct {
-		Op   string `json:"op"`
-		Path string `json:"path"`
-	}
 	if op.Op == "remove" {
-		return json.Marshal(plain{op.Op, op.Path})
+		return json.Marshal(struct {
+			Op   string `json:"op"`
+			Path string `json:"path"`
+		}{op.Op, op.Path})
 	}
 	type withValue patchOp // the same fields without this method
 	return json.Marshal(withValue(op))
 }
 
 // diffJSON returns the JSON Patch that turns document a into document b.
-// Both must be valid JSON. Objects are compared key by key; arrays keep
-// their common head and tail and change only the part between, so adding,
-// removing or editing one element of a long list yields one operation.
+// Objects are compared key by key; arrays keep their common head and tail
+// and change only the part between, so adding, removing or editing one
+// element of a long list yields one operation.
+//
+// Values are compared by their bytes, without decoding them: the states
+// come from encoding/json, which writes equal values as equal bytes. For
+// other input the patch is still correct, only longer than it could be.
 func diffJSON(a, b []byte) ([]patchOp, error) {
-	if bytes.Equal(a, b) {
-		return nil, nil
+	a, b = bytes.TrimSpace(a), bytes.TrimSpace(b)
+	if !json.Valid(a) {
+		return nil, fmt.Errorf("old state is not valid JSON: %.40q", a)
 	}
-	va, err := decodeValue(a)
-	if err != nil {
-		return nil, fmt.Errorf("decode old state: %w", err)
-	}
-	vb, err := decodeValue(b)
-	if err != nil {
-		return nil, fmt.Errorf("decode new state: %w", err)
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("new state is not valid JSON: %.40q", b)
 	}
 	var ops []patchOp
-	diffValue(&ops, "", va, vb)
+	if err := diffValue(&ops, "", a, b); err != nil {
+		return nil, err
+	}
 	return ops, nil
 }
 
-// decodeValue parses JSON keeping numbers as written, so that no number
-// changes through a float64.
-func decodeValue(b []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
+// diffValue appends the operations that turn a into b, two valid JSON
+// values without surrounding space, at path.
+func diffValue(ops *[]patchOp, path string, a, b json.RawMessage) error {
+	if bytes.Equal(a, b) {
+		return nil
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("data after the JSON value at offset %d", dec.InputOffset())
+	switch {
+	case a[0] == '{' && b[0] == '{':
+		var ma, mb map[string]json.RawMessage
+		if err := json.Unmarshal(a, &ma); err != nil {
+			return fmt.Errorf("decode object at %q: %w", path, err)
+		}
+		if err := json.Unmarshal(b, &mb); err != nil {
+			return fmt.Errorf("decode object at %q: %w", path, err)
+		}
+		return diffObject(ops, path, ma, mb)
+	case a[0] == '[' && b[0] == '[':
+		var la, lb []json.RawMessage
+		if err := json.Unmarshal(a, &la); err != nil {
+			return fmt.Errorf("decode array at %q: %w", path, err)
+		}
+		if err := json.Unmarshal(b, &lb); err != nil {
+			return fmt.Errorf("decode array at %q: %w", path, err)
+		}
+		return diffArray(ops, path, la, lb)
 	}
-	return v, nil
+	*ops = append(*ops, patchOp{Op: "replace", Path: path, Value: b})
+	return nil
 }
 
-func diffValue(ops *[]patchOp, path string, a, b any) {
-	switch av := a.(type) {
-	case map[string]any:
-		if bv, ok := b.(map[string]any); ok {
-			diffObject(ops, path, av, bv)
-			return
-		}
-	case []any:
-		if bv, ok := b.([]any); ok {
-			diffArray(ops, path, av, bv)
-			return
-		}
-	}
-	if !reflect.DeepEqual(a, b) {
-		*ops = append(*ops, patchOp{Op: "replace", Path: path, Value: b})
-	}
-}
-
-func diffObject(ops *[]patchOp, path string, a, b map[string]any) {
+func diffObject(ops *[]patchOp, path string, a, b map[string]json.RawMessage) error {
 	// Sorted keys make the patch the same for the same change every time.
 	keys := make([]string, 0, len(a)+len(b))
 	for k := range a {
@@ -115,28 +111,29 @@ func diffObject(ops *[]patchOp, path string, a, b map[string]any) {
 		case !inA:
 			*ops = append(*ops, patchOp{Op: "add", Path: p, Value: bv})
 		default:
-			diffValue(ops, p, av, bv)
+			if err := diffValue(ops, p, av, bv); err != nil {
+				return err
+			}
 		}
 	}
+	return nil
 }
 
-func diffArray(ops *[]patchOp, path string, a, b []any) {
+func diffArray(ops *[]patchOp, path string, a, b []json.RawMessage) error {
 	head := 0
-	for head < len(a) && head < len(b) && reflect.DeepEqual(a[head], b[head]) {
+	for head < len(a) && head < len(b) && bytes.Equal(a[head], b[head]) {
 		head++
 	}
 	tail := 0
-	for tail < len(a)-head && tail < len(b)-head && reflect.DeepEqual(a[len(a)-1-tail], b[len(b)-1-tail]) {
+	for tail < len(a)-head && tail < len(b)-head && bytes.Equal(a[len(a)-1-tail], b[len(b)-1-tail]) {
 		tail++
 	}
 	oldMid, newMid := a[head:len(a)-tail], b[head:len(b)-tail]
+	var kept []edit
 	if len(oldMid) != len(newMid) && len(oldMid) > 0 && len(newMid) > 0 {
-		if edits, ok := editScript(encodeAll(oldMid), encodeAll(newMid), maxEdits); ok {
-			diffEdits(ops, path, head, oldMid, newMid, edits)
-			return
-		}
+		kept, _ = editScript(oldMid, newMid, maxEdits)
 	}
-	diffEdits(ops, path, head, oldMid, newMid, nil)
+	return diffEdits(ops, path, head, oldMid, newMid, kept)
 }
 
 // maxEdits bounds the insertions and deletions editScript looks for, and so
@@ -144,15 +141,18 @@ func diffArray(ops *[]patchOp, path string, a, b []any) {
 const maxEdits = 64
 
 // diffEdits appends the operations that turn oldMid into newMid, which start
-// at index head of the array at path. Between two kept elements, deleted
-// and inserted elements are paired and diffed in place; the rest are
-// removed or added. With no edits, the lists are paired from the start.
-func diffEdits(ops *[]patchOp, path string, head int, oldMid, newMid []any, edits []edit) {
+// at index head of the array at path. kept lists the elements that stay;
+// between two of them, deleted and inserted elements are paired and diffed
+// in place, and the rest are removed or added. With nothing kept, the lists
+// are paired from the start.
+func diffEdits(ops *[]patchOp, path string, head int, oldMid, newMid []json.RawMessage, kept []edit) error {
 	pos := head // the array's elements before pos already match the new list
 	i, j := 0, 0
-	flush := func(oldEnd, newEnd int) {
+	flush := func(oldEnd, newEnd int) error {
 		for ; i < oldEnd && j < newEnd; i, j = i+1, j+1 {
-			diffValue(ops, path+"/"+strconv.Itoa(pos), oldMid[i], newMid[j])
+			if err := diffValue(ops, path+"/"+strconv.Itoa(pos), oldMid[i], newMid[j]); err != nil {
+				return err
+			}
 			pos++
 		}
 		// Each removal shifts the rest left, so all remove the same index.
@@ -163,38 +163,26 @@ func diffEdits(ops *[]patchOp, path string, head int, oldMid, newMid []any, edit
 			*ops = append(*ops, patchOp{Op: "add", Path: path + "/" + strconv.Itoa(pos), Value: newMid[j]})
 			pos++
 		}
+		return nil
 	}
-	for _, e := range edits {
-		flush(e.old, e.new)
+	for _, e := range kept {
+		if err := flush(e.old, e.new); err != nil {
+			return err
+		}
 		i, j = e.old+1, e.new+1
 		pos++
 	}
-	flush(len(oldMid), len(newMid))
+	return flush(len(oldMid), len(newMid))
 }
 
 // edit is one element kept by editScript: old[old] equals new[new].
 type edit struct{ old, new int }
 
-// encodeAll returns the JSON encoding of each value, to compare elements as
-// strings. encoding/json sorts object keys, so equal values encode equally.
-func encodeAll(values []any) []string {
-	keys := make([]string, len(values))
-	for i, v := range values {
-		b, err := json.Marshal(v)
-		if err != nil {
-			// Decoded JSON always encodes again; make the element unique.
-			b = []byte(fmt.Sprintf("\x00%d", i))
-		}
-		keys[i] = string(b)
-	}
-	return keys
-}
-
 // editScript finds a shortest edit script from a to b with at most maxD
 // insertions and deletions, after E. Myers, "An O(ND) difference algorithm
 // and its variations" (1986). It returns the kept elements in order, or
 // false when more edits would be needed.
-func editScript(a, b []string, maxD int) ([]edit, bool) {
+func editScript(a, b []json.RawMessage, maxD int) ([]edit, bool) {
 	n, m := len(a), len(b)
 	off := maxD + 1
 	v := make([]int, 2*maxD+3)
@@ -209,7 +197,7 @@ func editScript(a, b []string, maxD int) ([]edit, bool) {
 				x = v[off+k-1] + 1 // right: a deletion
 			}
 			y := x - k
-			for x < n && y < m && a[x] == b[y] {
+			for x < n && y < m && bytes.Equal(a[x], b[y]) {
 				x, y = x+1, y+1
 			}
 			v[off+k] = x

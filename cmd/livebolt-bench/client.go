@@ -91,6 +91,8 @@ func (e *protocolError) Error() string { return e.Code + ": " + e.Message }
 type liveClient struct {
 	ws  *fastws.Conn
 	ref int64
+	// received counts the bytes of every frame read, events included.
+	received int64
 
 	clientID string
 	token    string
@@ -124,6 +126,7 @@ func (c *liveClient) request(msg map[string]any, timeout time.Duration) (*reply,
 		if err != nil {
 			return nil, fmt.Errorf("wait for the reply to %s: %w", msg["type"], err)
 		}
+		c.received += int64(len(data))
 		var r reply
 		if err := json.Unmarshal(data, &r); err != nil {
 			return nil, fmt.Errorf("reply to %s is not JSON: %w: %.200q", msg["type"], err, data)
@@ -140,10 +143,13 @@ func (c *liveClient) request(msg map[string]any, timeout time.Duration) (*reply,
 }
 
 // hello starts a client, or resumes the one token names when it is set.
-func (c *liveClient) hello(token string) error {
+func (c *liveClient) hello(token string, features ...string) error {
 	msg := map[string]any{"type": "hello"}
 	if token != "" {
 		msg["token"] = token
+	}
+	if len(features) > 0 {
+		msg["features"] = features
 	}
 	r, err := c.request(msg, requestTimeout)
 	if err != nil {

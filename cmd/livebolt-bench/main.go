@@ -37,9 +37,10 @@ const (
 	workloadSweep      = "sweep"
 	workloadStartup    = "startup"
 	workloadStorm      = "storm"
+	workloadPatch      = "patch"
 )
 
-var allWorkloads = []string{workloadThroughput, workloadIdle, workloadSweep, workloadStartup, workloadStorm}
+var allWorkloads = []string{workloadThroughput, workloadIdle, workloadSweep, workloadStartup, workloadStorm, workloadPatch}
 
 type config struct {
 	duration      time.Duration
@@ -50,6 +51,8 @@ type config struct {
 	sweepExpired  int
 	startupStored int
 	storm         int
+	patchItems    int
+	patchCalls    int
 	workloads     map[string]bool
 	dir           string
 	keep          bool
@@ -124,6 +127,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.sweepExpired, "sweep-expired", 1000, "expired `sessions` among the stored ones in each sweep")
 	fs.IntVar(&cfg.startupStored, "startup-stored", 0, "stored `sessions` of the start-up database, storm sessions included (default: the largest --sweep-stored)")
 	fs.IntVar(&cfg.storm, "storm", 5000, "`clients` that reconnect and hydrate at once after the restart")
+	fs.IntVar(&cfg.patchItems, "patch-items", 1000, "`items` of the todo lists of the patch workload")
+	fs.IntVar(&cfg.patchCalls, "patch-calls", 300, "`calls` (toggle, add and remove in turn) each client of the patch workload makes")
 	fs.StringVar(&cfg.dir, "dir", "", "parent `folder` of the run's own folder of databases (default: the system's temporary folder); that folder is removed at the end")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the databases after the run")
 	fs.StringVar(&cfg.jsonPath, "json", "", "also write the results as JSON to `file`")
@@ -173,6 +178,10 @@ func (cfg *config) validate() error {
 		return errors.New("--startup-stored must be positive")
 	case cfg.storm < 1:
 		return errors.New("--storm must be at least 1")
+	case cfg.patchItems < 1:
+		return errors.New("--patch-items must be at least 1")
+	case cfg.patchCalls < 3:
+		return errors.New("--patch-calls must be at least 3, one of each change")
 	case cfg.duration/time.Duration(cfg.rounds) < 10*time.Millisecond:
 		return fmt.Errorf("--duration %s over %d rounds leaves under 10 ms a round", cfg.duration, cfg.rounds)
 	}
@@ -268,6 +277,11 @@ func run(cfg *config) (*Report, error) {
 			}
 		}
 		fail(workloadStartup+"/"+workloadStorm, err)
+	}
+	if cfg.workloads[workloadPatch] {
+		var err error
+		report.Patch, err = runPatch(cfg, dir)
+		fail(workloadPatch, err)
 	}
 	report.ElapsedSeconds = time.Since(runStarted).Seconds()
 	return report, errors.Join(failures...)

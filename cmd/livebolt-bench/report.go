@@ -23,6 +23,7 @@ type Report struct {
 	Sweep          *SweepResult      `json:"sweep,omitempty"`
 	Startup        *StartupResult    `json:"startup,omitempty"`
 	Storm          *StormResult      `json:"storm,omitempty"`
+	Patch          *PatchResult      `json:"patch,omitempty"`
 	Errors         []WorkloadError   `json:"errors,omitempty"`
 }
 
@@ -37,6 +38,8 @@ type Settings struct {
 	SweepExpired  int      `json:"sweepExpired"`
 	StartupStored int      `json:"startupStored"`
 	Storm         int      `json:"storm"`
+	PatchItems    int      `json:"patchItems"`
+	PatchCalls    int      `json:"patchCalls"`
 	Dir           string   `json:"dir"`
 	Keep          bool     `json:"keep"`
 }
@@ -51,7 +54,7 @@ func newReport(cfg *config) *Report {
 	r := &Report{Date: time.Now().UTC().Truncate(time.Second), Machine: describeMachine(), Settings: Settings{
 		Duration: cfg.duration.String(), Rounds: cfg.rounds, Clients: cfg.clients, Idle: cfg.idle,
 		SweepStored: cfg.sweepStored, SweepExpired: cfg.sweepExpired, StartupStored: cfg.startupStored, Storm: cfg.storm,
-		Keep: cfg.keep,
+		PatchItems: cfg.patchItems, PatchCalls: cfg.patchCalls, Keep: cfg.keep,
 	}}
 	for _, w := range allWorkloads {
 		if cfg.workloads[w] {
@@ -88,6 +91,9 @@ func printReport(out io.Writer, r *Report) {
 	}
 	if r.Storm != nil {
 		printStorm(out, r.Storm)
+	}
+	if r.Patch != nil {
+		printPatch(out, r.Patch)
 	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(out, "\nFAILED %s: %s\n", e.Workload, e.Error)
@@ -275,4 +281,14 @@ func fmtFill(f FillInfo) string {
 		return fmt.Sprintf("%.1f (copied)", f.Seconds)
 	}
 	return fmt.Sprintf("%.1f", f.Seconds)
+}
+
+func printPatch(out io.Writer, r *PatchResult) {
+	w := section(out, "PATCH", fmt.Sprintf("bytes the server sends per change of a todo list of %d items, full states against patches", r.Items))
+	fmt.Fprintln(w, "operation\tcalls\tfull B/call\tpatch B/call\tpatch/full\tfull p50 ms\tpatch p50 ms\t")
+	for _, row := range r.Rows {
+		fmt.Fprintf(w, "%s\t%d\t%.0f\t%.0f\t%.4f\t%s\t%s\t\n", row.Operation, row.Calls, row.FullBytes, row.PatchBytes, row.Ratio, fmtMs(row.FullP50Ms), fmtMs(row.PatchP50Ms))
+	}
+	_ = w.Flush()
+	printNotes(out, r.Notes)
 }

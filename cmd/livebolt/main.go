@@ -49,6 +49,7 @@ type config struct {
 	limits          live.Limits
 	logLevel        string
 	logFormat       string
+	pprof           string
 }
 
 // flagEnv maps each flag to its environment variable.
@@ -79,6 +80,7 @@ var flagEnv = map[string]string{
 	"max-hydrations":            "LIVEBOLT_MAX_HYDRATIONS",
 	"log-level":                 "LIVEBOLT_LOG_LEVEL",
 	"log-format":                "LIVEBOLT_LOG_FORMAT",
+	"pprof":                     "LIVEBOLT_PPROF",
 }
 
 func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
@@ -112,6 +114,7 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.limits.MaxHydrations, "max-hydrations", live.DefaultMaxHydrations, "hydrations from the database that run at once; more wait their turn")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&cfg.pprof, "pprof", "", "loopback `host:port` to serve net/http/pprof on, such as 127.0.0.1:6060; off when empty")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: livebolt [flags]\n\nServes live components on /live and the memory API on /api/memory.\n\nFlags (each also read from the environment variable in brackets; a flag wins):\n")
 		fs.VisitAll(func(f *flag.Flag) {
@@ -204,6 +207,11 @@ func (cfg *config) validate() error {
 	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
 		return fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", cfg.logLevel)
 	}
+	if cfg.pprof != "" {
+		if err := checkPprofAddr(cfg.pprof); err != nil {
+			return fmt.Errorf("invalid --pprof: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -285,6 +293,21 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		_ = ln.Close()
 		log.Error("start failed", "err", err)
 		return 1
+	}
+
+	if cfg.pprof != "" {
+		prof, err := startPprof(cfg.pprof, log)
+		if err != nil {
+			_ = srv.Close()
+			_ = ln.Close()
+			log.Error("start failed", "err", err)
+			return 1
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			prof.stop(ctx, log)
+		}()
 	}
 
 	signals := make(chan os.Signal, 1)
