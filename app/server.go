@@ -1,6 +1,12 @@
 // Package app wires livebolt together: it opens the store, builds the live
 // engine and the sweep jobs, and serves the WebSocket endpoint and the HTTP
 // API on fiber.
+//
+// GET /metrics serves Prometheus metrics from a registry of the Server's
+// own (see Server.MetricsRegistry). Calls and hydrations reach it through
+// live.Observer, bbolt commits through boltdb.Options.OnCommit, and the
+// gauges and sweep counters are read from the engine, store and job
+// statistics at each scrape.
 package app
 
 import (
