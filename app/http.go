@@ -26,6 +26,7 @@ func (s *Server) routes() (*fiber.App, error) {
 	allowed := map[string]string{
 		"/live": "GET, HEAD", "/api/memory/stats": "GET, HEAD",
 		"/api/memory/health": "GET, HEAD", "/api/memory/cleanup": "POST",
+		"/metrics": "GET, HEAD",
 	}
 	for url, file := range pages {
 		handler, err := servePage(file)
@@ -40,6 +41,7 @@ func (s *Server) routes() (*fiber.App, error) {
 	api.Get("/stats", s.stats)
 	api.Get("/health", s.health)
 	api.Post("/cleanup", s.cleanup)
+	app.Get("/metrics", s.metrics.handler(s.log))
 	for path, allow := range allowed {
 		app.All(path, methodNotAllowed(allow))
 	}

@@ -1,6 +1,12 @@
 // Package app wires livebolt together: it opens the store, builds the live
 // engine and the sweep jobs, and serves the WebSocket endpoint and the HTTP
 // API on fiber.
+//
+// GET /metrics serves Prometheus metrics from a registry of the Server's
+// own (see Server.MetricsRegistry). Calls and hydrations reach it through
+// live.Observer, bbolt commits through boltdb.Options.OnCommit, and the
+// gauges and sweep counters are read from the engine, store and job
+// statistics at each scrape.
 package app
 
 import (
@@ -20,6 +26,7 @@ import (
 	"github.com/livebolt/livebolt/live"
 	"github.com/livebolt/livebolt/storage"
 	"github.com/livebolt/livebolt/storage/boltdb"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults for Options fields left zero.
@@ -194,6 +201,7 @@ type Server struct {
 	jobs        *jobs.Scheduler
 	fiber       *fiber.App
 	liveHandler fiber.Handler
+	metrics     *metrics
 
 	mu      sync.Mutex
 	conns   map[*wsConn]struct{}
@@ -210,20 +218,23 @@ func New(opts Options) (*Server, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
+	m := newMetrics()
 	if opts.Store != nil {
-		s, err := build(opts, opts.Store)
+		s, err := build(opts, opts.Store, m)
 		if err != nil {
 			return nil, err
 		}
 		return s, nil
 	}
 	path := filepath.Join(opts.DataDir, DatabaseFile)
-	store, err := boltdb.Open(path, &boltdb.Options{LockTimeout: opts.LockTimeout, NoSync: opts.NoSync})
+	store, err := boltdb.Open(path, &boltdb.Options{
+		LockTimeout: opts.LockTimeout, NoSync: opts.NoSync, OnCommit: m.observeCommit,
+	})
 	if err != nil {
 		return nil, err
 	}
 	opts.Logger.Info("database opened", "path", path)
-	s, err := build(opts, store)
+	s, err := build(opts, store, m)
 	if err != nil {
 		_ = store.Close()
 		return nil, err
@@ -231,7 +242,7 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-func build(opts Options, store storage.Store) (*Server, error) {
+func build(opts Options, store storage.Store, m *metrics) (*Server, error) {
 	secret := opts.Secret
 	if secret == nil {
 		var err error
@@ -253,18 +264,21 @@ func build(opts Options, store storage.Store) (*Server, error) {
 		Store: store, Registry: reg, Secret: secret,
 		MaxAge: opts.MaxAge, MaxAttempts: opts.MaxAttempts,
 		Limits: opts.Limits, Logger: opts.Logger, Now: opts.Now,
+		Observer: m,
 	})
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		opts: opts, log: opts.Logger, store: store, engine: engine,
-		jobs:  jobs.New(opts.Logger),
-		conns: map[*wsConn]struct{}{},
+		jobs:    jobs.New(opts.Logger),
+		conns:   map[*wsConn]struct{}{},
+		metrics: m,
 	}
 	if err := s.addJobs(); err != nil {
 		return nil, err
 	}
+	m.registerStats(s)
 	if s.fiber, err = s.routes(); err != nil {
 		return nil, err
 	}
@@ -295,6 +309,10 @@ func (s *Server) Engine() *live.Engine { return s.engine }
 
 // Store returns the session store, for tests and embedding programs.
 func (s *Server) Store() storage.Store { return s.store }
+
+// MetricsRegistry returns the Prometheus registry that GET /metrics serves.
+// An embedding program may register its own collectors on it.
+func (s *Server) MetricsRegistry() *prometheus.Registry { return s.metrics.registry }
 
 // Serve starts the sweeps and serves HTTP and WebSocket traffic on ln until
 // Shutdown. It returns nil after a Shutdown.

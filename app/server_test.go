@@ -328,6 +328,7 @@ func TestHTTPErrorsAreJSON(t *testing.T) {
 		{http.MethodPut, "/api/memory/stats", http.StatusMethodNotAllowed},
 		{http.MethodDelete, "/api/memory/health", http.StatusMethodNotAllowed},
 		{http.MethodGet, "/api/memory/cleanup", http.StatusMethodNotAllowed},
+		{http.MethodPost, "/metrics", http.StatusMethodNotAllowed},
 		{http.MethodPost, "/live", http.StatusMethodNotAllowed},
 		{http.MethodGet, "/live", http.StatusUpgradeRequired},
 	} {

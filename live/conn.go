@@ -109,9 +109,9 @@ func (c *Conn) dispatch(msg *clientMessage) *Error {
 	case TypeMount:
 		return c.mount(msg)
 	case TypeCall:
-		return c.call(msg)
+		return c.observeCall(msg)
 	case TypeHydrate:
-		return c.hydrate(msg)
+		return c.observeHydrate(msg)
 	default:
 		return c.unmount(msg)
 	}

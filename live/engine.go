@@ -50,6 +50,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
+	// Observer receives the result of every call and hydration, for
+	// metrics. Nil reports nothing and costs one comparison per call or
+	// hydration.
+	Observer Observer
 }
 
 // Limits bound what one client may send and hold. Zero fields take the
@@ -141,6 +145,7 @@ type Engine struct {
 	limits   Limits
 	log      *slog.Logger
 	now      func() time.Time
+	observer Observer
 
 	mu        sync.Mutex
 	instances map[string]*instance // attached instances by session id
@@ -214,6 +219,7 @@ func New(opts Options) (*Engine, error) {
 		limits:    opts.Limits,
 		log:       opts.Logger,
 		now:       opts.Now,
+		observer:  opts.Observer,
 		instances: map[string]*instance{},
 		conns:     map[*Conn]struct{}{},
 		perClient: map[string]int{},

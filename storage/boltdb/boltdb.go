@@ -78,6 +78,14 @@ type Options struct {
 	// NoSync skips fsync on commit. Only for tests and benchmarks: a crash
 	// can then lose acknowledged writes.
 	NoSync bool
+
+	// OnCommit, when set, is called after each committed transaction of
+	// session writes (create, update, delete) with the number of writes it
+	// grouped and its duration: the writes, the commit and its fsync. It
+	// runs on the committer goroutine before the writers are released, so
+	// it must return quickly. The transactions of sweeps, DeleteAllSessions
+	// and LoadOrCreateSecret are not reported.
+	OnCommit func(writes int, elapsed time.Duration)
 }
 
 // Store is a storage.Store backed by one bbolt file.
@@ -116,7 +124,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	s.commits = newCommitter(db)
+	s.commits = newCommitter(db, opts.OnCommit)
 	return s, nil
 }
 

@@ -3,6 +3,7 @@ package boltdb
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/livebolt/livebolt/storage"
 	bolt "go.etcd.io/bbolt"
@@ -25,6 +26,7 @@ type writeRequest struct {
 // fsync of whichever commit they queued behind.
 type committer struct {
 	db       *bolt.DB
+	onCommit func(writes int, elapsed time.Duration) // Options.OnCommit, may be nil
 	requests chan *writeRequest
 	stopped  chan struct{}
 
@@ -34,8 +36,8 @@ type committer struct {
 	groups atomic.Int64 // transactions committed, for tests
 }
 
-func newCommitter(db *bolt.DB) *committer {
-	c := &committer{db: db, requests: make(chan *writeRequest, maxGroup), stopped: make(chan struct{})}
+func newCommitter(db *bolt.DB, onCommit func(int, time.Duration)) *committer {
+	c := &committer{db: db, onCommit: onCommit, requests: make(chan *writeRequest, maxGroup), stopped: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -78,7 +80,7 @@ func (c *committer) run() {
 
 func (c *committer) commit(group []*writeRequest) {
 	c.groups.Add(1)
-	err := c.db.Update(func(tx *bolt.Tx) error {
+	err := c.update(len(group), func(tx *bolt.Tx) error {
 		for _, req := range group {
 			if err := req.fn(tx); err != nil {
 				return err
@@ -99,8 +101,22 @@ func (c *committer) commit(group []*writeRequest) {
 	// One write failed and rolled back the others: retry each alone, so
 	// each gets its own result.
 	for _, req := range group {
-		req.done <- c.db.Update(req.fn)
+		req.done <- c.update(1, req.fn)
 	}
+}
+
+// update runs fn in one write transaction and, when it commits, reports the
+// time it took and the number of writes it carried to onCommit.
+func (c *committer) update(writes int, fn func(*bolt.Tx) error) error {
+	if c.onCommit == nil {
+		return c.db.Update(fn)
+	}
+	start := time.Now()
+	err := c.db.Update(fn)
+	if err == nil {
+		c.onCommit(writes, time.Since(start))
+	}
+	return err
 }
 
 // close stops taking writes and waits until every queued one is committed.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -112,5 +113,107 @@ func TestWriteAfterCloseReturnsErrClosed(t *testing.T) {
 	}
 	if err := s.CreateSession(newSession("x", "o", time.Unix(1, 0))); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("create after close: %v, want ErrClosed", err)
+	}
+}
+
+// commitLog records what OnCommit reports.
+type commitLog struct {
+	mu      sync.Mutex
+	writes  []int
+	elapsed []time.Duration
+}
+
+func (l *commitLog) onCommit(writes int, elapsed time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.writes = append(l.writes, writes)
+	l.elapsed = append(l.elapsed, elapsed)
+}
+
+func (l *commitLog) totalWrites() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	total := 0
+	for _, n := range l.writes {
+		total += n
+	}
+	return total
+}
+
+// openObserved opens a store in t.TempDir, with fsync on, that reports its
+// commits to log.
+func openObserved(t *testing.T, log *commitLog) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "observed.db"), &Options{OnCommit: log.onCommit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestOnCommitReportsEachCommit(t *testing.T) {
+	log := &commitLog{}
+	s := openObserved(t, log)
+
+	sess := newSession("a", "owner", time.Unix(1000, 0))
+	mustCreate(t, s, sess)
+	sess.Version++
+	if err := s.UpdateSession(sess); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSession("a"); err != nil {
+		t.Fatal(err)
+	}
+	// A rolled-back write commits nothing, and sweeps are not reported.
+	mustCreate(t, s, newSession("b", "owner", time.Unix(1000, 0)))
+	if err := s.CreateSession(newSession("b", "owner", time.Unix(1000, 0))); !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("create of a taken id: %v, want ErrExists", err)
+	}
+	if _, err := s.SweepExpired(time.Unix(2000, 0), func(string) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+
+	if want := []int{1, 1, 1, 1}; !slices.Equal(log.writes, want) {
+		t.Errorf("writes per commit %v, want %v", log.writes, want)
+	}
+	for i, d := range log.elapsed {
+		if d <= 0 {
+			t.Errorf("commit %d: elapsed %v, want above 0", i, d)
+		}
+	}
+}
+
+func TestOnCommitCountsGroupedWrites(t *testing.T) {
+	log := &commitLog{}
+	s := openObserved(t, log)
+
+	const writers = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for i := 0; i < writers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			// Ten writers share one id, so nine fail with ErrExists and
+			// make their groups retry write by write.
+			id := fmt.Sprintf("s%02d", i)
+			if i%4 == 0 {
+				id = "s00"
+			}
+			errs <- s.CreateSession(newSession(id, "owner", time.Unix(1000, 0)))
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	created := 0
+	for err := range errs {
+		if err == nil {
+			created++
+		}
+	}
+	t.Logf("%d writes in %d commits", created, len(log.writes))
+	if got := log.totalWrites(); got != created {
+		t.Errorf("OnCommit reported %d writes, %d sessions were created", got, created)
 	}
 }
