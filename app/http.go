@@ -13,41 +13,13 @@ import (
 	"github.com/livebolt/livebolt/storage"
 )
 
-// routes builds the fiber application.
+// routes builds the fiber application of Serve, with every route at its
+// default path.
 func (s *Server) routes() (*fiber.App, error) {
-	app := fiber.New(fiber.Config{
-		DisableStartupMessage: true,
-		BodyLimit:             DefaultBodyLimit,
-		ReadTimeout:           30 * time.Second,
-		ErrorHandler:          s.errorHandler,
-	})
-	s.liveHandler = s.newLiveHandler()
-
-	allowed := map[string]string{
-		"/live": "GET, HEAD", "/api/memory/stats": "GET, HEAD",
-		"/api/memory/health": "GET, HEAD", "/api/memory/cleanup": "POST",
-		"/metrics": "GET, HEAD",
+	app := fiber.New(s.FiberConfig())
+	if err := s.Mount(app); err != nil {
+		return nil, err
 	}
-	for url, file := range pages {
-		handler, err := servePage(file)
-		if err != nil {
-			return nil, err
-		}
-		app.Get(url, handler)
-		allowed[url] = "GET, HEAD"
-	}
-	app.Get("/live", s.upgradeLive)
-	api := app.Group("/api/memory")
-	api.Get("/stats", s.stats)
-	api.Get("/health", s.health)
-	api.Post("/cleanup", s.cleanup)
-	app.Get("/metrics", s.metrics.handler(s.log))
-	for path, allow := range allowed {
-		app.All(path, methodNotAllowed(allow))
-	}
-	app.Use(func(c *fiber.Ctx) error {
-		return fiber.NewError(fiber.StatusNotFound, fmt.Sprintf("no route for %s %s", c.Method(), c.Path()))
-	})
 	return app, nil
 }
 
@@ -67,7 +39,11 @@ type errorBody struct {
 	} `json:"error"`
 }
 
-func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+// ErrorHandler writes an error returned by a handler as the JSON body
+// {"error":{"status":N,"message":"..."}}, with the status of a *fiber.Error
+// or 500 for any other error, which it logs. FiberConfig sets it; an
+// embedding program can use it as its own fiber.Config.ErrorHandler.
+func (s *Server) ErrorHandler(c *fiber.Ctx, err error) error {
 	var body errorBody
 	body.Error.Status = fiber.StatusInternalServerError
 	body.Error.Message = "internal server error"

@@ -199,9 +199,13 @@ type Server struct {
 	store       storage.Store
 	engine      *live.Engine
 	jobs        *jobs.Scheduler
-	fiber       *fiber.App
+	fiber       *fiber.App // Serve's own, unused when embedded
 	liveHandler fiber.Handler
 	metrics     *metrics
+	pages       map[string]fiber.Handler
+	// metricsHandler serves MetricsHandler.
+	metricsHandler fiber.Handler
+	startOnce      sync.Once
 
 	mu      sync.Mutex
 	conns   map[*wsConn]struct{}
@@ -279,6 +283,11 @@ func build(opts Options, store storage.Store, m *metrics) (*Server, error) {
 		return nil, err
 	}
 	m.registerStats(s)
+	if s.pages, err = loadPages(); err != nil {
+		return nil, err
+	}
+	s.liveHandler = s.newLiveHandler()
+	s.metricsHandler = s.metrics.handler(s.log)
 	if s.fiber, err = s.routes(); err != nil {
 		return nil, err
 	}
@@ -314,10 +323,18 @@ func (s *Server) Store() storage.Store { return s.store }
 // An embedding program may register its own collectors on it.
 func (s *Server) MetricsRegistry() *prometheus.Registry { return s.metrics.registry }
 
-// Serve starts the sweeps and serves HTTP and WebSocket traffic on ln until
-// Shutdown. It returns nil after a Shutdown.
+// Start starts the scheduled sweeps. Serve calls it; a program that mounts
+// the handlers on its own fiber.App calls it once they are mounted. Later
+// calls do nothing.
+func (s *Server) Start() {
+	s.startOnce.Do(s.jobs.Start)
+}
+
+// Serve starts the sweeps and serves every route at its default path (see
+// Mount) on ln until Shutdown, with a fiber.App of its own. It returns nil
+// after a Shutdown. Call it at most once.
 func (s *Server) Serve(ln net.Listener) error {
-	s.jobs.Start()
+	s.Start()
 	s.log.Info("listening", "addr", ln.Addr().String())
 	err := s.fiber.Listener(ln)
 	s.mu.Lock()
@@ -332,8 +349,11 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops the server gracefully. New WebSocket upgrades are rejected.
 // Each open connection finishes the frame it is handling, flushes its
 // replies and is closed with code 1012 (service restart). Then the listener
-// and HTTP connections close, the sweeps stop and the database is closed.
-// It is safe to call more than once: later calls return the first result.
+// and HTTP connections of Serve close, the sweeps stop and the database is
+// closed. A program that mounted the handlers on its own fiber.App shuts
+// that down after Shutdown returns; until then livebolt's routes answer
+// 503. It is safe to call more than once: later calls return the first
+// result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
 	return s.shutdownErr

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/livebolt/livebolt/app"
 	"github.com/livebolt/livebolt/jobs"
 	"github.com/livebolt/livebolt/live"
@@ -310,15 +311,27 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		}()
 	}
 
+	// The binary mounts livebolt on a fiber.App of its own through the same
+	// API an embedding program uses.
+	web := fiber.New(srv.FiberConfig())
+	if err := srv.Mount(web); err != nil {
+		_ = srv.Close()
+		_ = ln.Close()
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	srv.Start()
+
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String())
+	go func() { served <- web.Listener(ln) }()
 
 	select {
 	case err := <-served:
-		log.Error("server stopped unexpectedly", "err", err)
+		log.Error("server stopped unexpectedly", "err", fmt.Errorf("serve on %s: %w", ln.Addr(), err))
 		_ = srv.Close()
 		return 1
 	case sig := <-signals:
@@ -326,12 +339,18 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
+	code := 0
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Error("shutdown incomplete", "err", err)
-		return 1
+		code = 1
+	}
+	if err := web.ShutdownWithContext(ctx); err != nil {
+		log.Error("stop http server", "err", err)
+		code = 1
 	}
 	if err := <-served; err != nil {
 		log.Error("serve returned an error during shutdown", "err", err)
 	}
-	return 0
+	return code
+
 }
