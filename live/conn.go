@@ -2,6 +2,7 @@ package live
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,10 @@ import (
 type Conn struct {
 	engine *Engine
 	out    Outbox
+	// ctx is the context of the actions called on this connection,
+	// canceled by Close.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// Guarded by Engine.mu; clientID is written once, by hello.
 	clientID  string
@@ -122,6 +127,7 @@ func (c *Conn) dispatch(msg *clientMessage) *Error {
 // last activity is set to now first: an attached instance was in use, so its
 // age counts from the disconnect.
 func (c *Conn) Close() {
+	c.cancel()
 	e := c.engine
 	e.mu.Lock()
 	c.closed = true
@@ -500,7 +506,7 @@ func (c *Conn) call(msg *clientMessage) *Error {
 	if !c.owns(inst) {
 		return newError(CodeNotFound, "component %q is no longer mounted on this connection", msg.ID)
 	}
-	ctx := &Context{clientID: c.clientID, componentID: msg.ID, component: inst.def.Name()}
+	ctx := &Context{Context: c.ctx, clientID: c.clientID, componentID: msg.ID, component: inst.def.Name()}
 	what := inst.def.Name() + "." + msg.Action
 	result, err := safeRun(func() (any, error) { return inst.def.call(ctx, inst.state, msg.Action, Args(msg.Args)) })
 	if err != nil {

@@ -1,10 +1,16 @@
 package live
 
-import "encoding/json"
+import (
+	"context"
+	"encoding/json"
+)
 
-// Context is passed to an action. Events it records are sent only after the
+// Context is passed to an action. It is a context.Context that is canceled
+// when the calling client's connection closes, so an action can hand it to
+// work that should stop then. Events it records are sent only after the
 // action's new state is committed, and dropped when the action fails.
 type Context struct {
+	context.Context
 	clientID    string
 	componentID string
 	component   string

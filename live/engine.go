@@ -6,6 +6,7 @@
 package live
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -233,6 +234,7 @@ func New(opts Options) (*Engine, error) {
 // Connect registers a new connection whose messages go to out.
 func (e *Engine) Connect(out Outbox) *Conn {
 	c := &Conn{engine: e, out: out, instances: map[string]*instance{}, types: map[string]int{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	e.mu.Lock()
 	e.conns[c] = struct{}{}
 	e.mu.Unlock()

@@ -47,38 +47,22 @@ func Counter() *live.Component[CounterState] {
 		}
 		return s, nil
 	}).
-		Action("increment", func(ctx *live.Context, s *CounterState, args live.Args) (any, error) {
-			if err := args.Want(0); err != nil {
-				return nil, err
-			}
+		Action("increment", live.NoArgs(func(ctx *live.Context, s *CounterState) (any, error) {
 			s.Count += s.Step
 			return changed(ctx, s)
-		}).
-		Action("decrement", func(ctx *live.Context, s *CounterState, args live.Args) (any, error) {
-			if err := args.Want(0); err != nil {
-				return nil, err
-			}
+		})).
+		Action("decrement", live.NoArgs(func(ctx *live.Context, s *CounterState) (any, error) {
 			s.Count -= s.Step
 			return changed(ctx, s)
-		}).
-		Action("reset", func(ctx *live.Context, s *CounterState, args live.Args) (any, error) {
-			if err := args.Want(0); err != nil {
-				return nil, err
-			}
+		})).
+		Action("reset", live.NoArgs(func(ctx *live.Context, s *CounterState) (any, error) {
 			s.Count = 0
 			return changed(ctx, s)
-		}).
-		Action("setStep", func(ctx *live.Context, s *CounterState, args live.Args) (any, error) {
-			if err := args.Want(1); err != nil {
-				return nil, err
-			}
-			n, err := args.Int(0)
-			if err != nil {
-				return nil, err
-			}
-			s.Step = n
-			return n, nil
-		})
+		})).
+		Action("setStep", live.Typed(func(ctx *live.Context, s *CounterState, step int) (any, error) {
+			s.Step = step
+			return step, nil
+		}))
 }
 
 // ToggleState is the state of a toggle.
@@ -95,13 +79,10 @@ func Toggle() *live.Component[ToggleState] {
 		err := props.Decode(&p)
 		return ToggleState{On: p.On}, err
 	}).
-		Action("toggle", func(ctx *live.Context, s *ToggleState, args live.Args) (any, error) {
-			if err := args.Want(0); err != nil {
-				return nil, err
-			}
+		Action("toggle", live.NoArgs(func(ctx *live.Context, s *ToggleState) (any, error) {
 			s.On = !s.On
 			return s.On, nil
-		})
+		}))
 }
 
 // TodoItem is one entry of a todo list.
@@ -120,32 +101,18 @@ const MaxTodoText = 500
 
 // Todo is a list of items that can be added, toggled and removed by index.
 func Todo() *live.Component[TodoState] {
-	index := func(s *TodoState, args live.Args) (int, error) {
-		if err := args.Want(1); err != nil {
-			return 0, err
-		}
-		i, err := args.Int(0)
-		if err != nil {
-			return 0, err
-		}
+	checkIndex := func(s *TodoState, i int) error {
 		if i < 0 || i >= len(s.Items) {
-			return 0, live.BadArgs("index %d is out of range: the list has %d items", i, len(s.Items))
+			return live.BadArgs("index %d is out of range: the list has %d items", i, len(s.Items))
 		}
-		return i, nil
+		return nil
 	}
 	return live.Define("todo", func(props live.Props) (TodoState, error) {
 		var p struct{}
 		err := props.Decode(&p)
 		return TodoState{Items: []TodoItem{}}, err
 	}).
-		Action("add", func(ctx *live.Context, s *TodoState, args live.Args) (any, error) {
-			if err := args.Want(1); err != nil {
-				return nil, err
-			}
-			text, err := args.String(0)
-			if err != nil {
-				return nil, err
-			}
+		Action("add", live.Typed(func(ctx *live.Context, s *TodoState, text string) (any, error) {
 			text = strings.TrimSpace(text)
 			if text == "" {
 				return nil, live.BadArgs("item text is empty")
@@ -155,22 +122,20 @@ func Todo() *live.Component[TodoState] {
 			}
 			s.Items = append(s.Items, TodoItem{Text: text})
 			return len(s.Items) - 1, nil
-		}).
-		Action("toggle", func(ctx *live.Context, s *TodoState, args live.Args) (any, error) {
-			i, err := index(s, args)
-			if err != nil {
+		})).
+		Action("toggle", live.Typed(func(ctx *live.Context, s *TodoState, i int) (any, error) {
+			if err := checkIndex(s, i); err != nil {
 				return nil, err
 			}
 			s.Items[i].Done = !s.Items[i].Done
 			return s.Items[i].Done, nil
-		}).
-		Action("remove", func(ctx *live.Context, s *TodoState, args live.Args) (any, error) {
-			i, err := index(s, args)
-			if err != nil {
+		})).
+		Action("remove", live.Typed(func(ctx *live.Context, s *TodoState, i int) (any, error) {
+			if err := checkIndex(s, i); err != nil {
 				return nil, err
 			}
 			removed := s.Items[i]
 			s.Items = append(s.Items[:i], s.Items[i+1:]...)
 			return removed, nil
-		})
+		}))
 }
