@@ -1,8 +1,3 @@
-// Package live runs live components: the registry of component types, the
-// in-memory instances of connected clients, ownership, hydration from stored
-// snapshots and the JSON wire protocol. It imports no HTTP or database
-// package: storage.Store hides the database, and the app package connects
-// both.
 package live
 
 import (
