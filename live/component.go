@@ -3,6 +3,7 @@ package live
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -19,6 +20,8 @@ type Definition interface {
 
 	mount(props Props) (any, error)
 	restore(state json.RawMessage) (any, error)
+	stateVersion() uint32
+	migrate(from uint32, old json.RawMessage) (any, error)
 	hasAction(name string) bool
 	call(ctx *Context, state any, action string, args Args) (any, error)
 }
@@ -37,6 +40,9 @@ type Component[S any] struct {
 	name    string
 	mountFn func(props Props) (S, error)
 	actions map[string]ActionFunc[S]
+
+	version   uint32                                            // state version of S, 0 by default
+	migrateFn func(from uint32, old json.RawMessage) (S, error) // nil: older snapshots are outdated
 }
 
 // Define starts the definition of a component type called name. mount builds
@@ -54,6 +60,21 @@ func (c *Component[S]) Action(name string, fn ActionFunc[S]) *Component[S] {
 		panic(fmt.Sprintf("live: component %q registers action %q twice", c.name, name))
 	}
 	c.actions[name] = fn
+	return c
+}
+
+// StateVersion declares v as the version of the state shape S and returns c
+// for chaining. Raise v when old state JSON no longer decodes to the
+// intended S, such as after a renamed or split field. Components that never
+// call it, and snapshots stored before versions existed, are version 0.
+//
+// On hydrate, migrate gets the version and state JSON of an older snapshot,
+// and its result is stored as version v. The hydration gets the outdated
+// code when migrate is nil, returns an error or panics, and for a snapshot
+// newer than v, which a rollback leaves behind.
+func (c *Component[S]) StateVersion(v uint32, migrate func(from uint32, old json.RawMessage) (S, error)) *Component[S] {
+	c.version = v
+	c.migrateFn = migrate
 	return c
 }
 
@@ -84,6 +105,22 @@ func (c *Component[S]) restore(state json.RawMessage) (any, error) {
 		return nil, fmt.Errorf("restore %s state: %w", c.name, err)
 	}
 	return s, nil
+}
+
+func (c *Component[S]) stateVersion() uint32 { return c.version }
+
+// errNoMigration is the migrate error of a component without a migration.
+var errNoMigration = errors.New("component declares no migration")
+
+func (c *Component[S]) migrate(from uint32, old json.RawMessage) (any, error) {
+	if c.migrateFn == nil {
+		return nil, errNoMigration
+	}
+	s, err := c.migrateFn(from, old)
+	if err != nil {
+		return nil, fmt.Errorf("migrate %s state from version %d to %d: %w", c.name, from, c.version, err)
+	}
+	return &s, nil
 }
 
 func (c *Component[S]) hasAction(name string) bool {

@@ -298,7 +298,7 @@ func (c *Conn) mount(msg *clientMessage) *Error {
 	}
 	sess := &storage.Session{
 		ID: id, Component: def.Name(), Owner: c.clientID,
-		Props: props, State: stateJSON, Version: 1,
+		Props: props, State: stateJSON, Version: 1, StateVersion: def.stateVersion(),
 		CreatedAt: now, LastActivity: now,
 	}
 	sess.Fingerprint = e.signer.fingerprint(id, c.clientID, now.UnixNano())
@@ -769,11 +769,21 @@ func (c *Conn) hydrateStored(msg *clientMessage) error {
 	}
 
 	def, _ := e.registry.Lookup(sess.Component)
+	if sess.StateVersion != def.stateVersion() {
+		migrated, perr := c.migrateStored(def, sess)
+		if perr != nil {
+			return perr
+		}
+		sess = migrated
+	}
 	state, err := def.restore(sess.State)
 	if err != nil {
-		e.log.Warn("stored state does not fit the component any more", "component", sess.Component, "component_id", sess.ID, "err", err)
-		return refreshError(CodeInternal, "stored state of %q no longer matches component %s; mount it again", sess.ID, sess.Component)
+		// A state that does not decode at the component's own version has
+		// changed shape without a new StateVersion: the client can only
+		// mount again, as for a snapshot that cannot be migrated.
+		return c.rejectOutdated(sess, def, err, "stored state of %q no longer matches component %s; mount it again", sess.ID, sess.Component)
 	}
+	// touch also signs and stores a migrated state.
 	touched, perr := c.touch(sess)
 	if perr != nil {
 		return perr
@@ -788,6 +798,42 @@ func (c *Conn) hydrateStored(msg *clientMessage) error {
 	}
 	c.sendState(msg.Ref, inst, touched, nil)
 	return nil
+}
+
+// migrateStored returns sess with its state migrated to the state version
+// of def, not yet signed or stored. The caller has verified the MAC of sess.
+func (c *Conn) migrateStored(def Definition, sess *storage.Session) (*storage.Session, *Error) {
+	from, to := sess.StateVersion, def.stateVersion()
+	if from > to {
+		err := fmt.Errorf("stored state version %d is newer than version %d of the component", from, to)
+		return nil, c.rejectOutdated(sess, def, err, "stored state of %q has version %d, newer than version %d of component %s on this server; mount it again", sess.ID, from, to, sess.Component)
+	}
+	state, err := safeRun(func() (any, error) { return def.migrate(from, sess.State) })
+	if err != nil {
+		return nil, c.rejectOutdated(sess, def, err, "stored state of %q has version %d, which component %s cannot migrate to version %d; mount it again", sess.ID, from, sess.Component, to)
+	}
+	stateJSON, perr := c.encodeState(def, state)
+	if perr != nil {
+		return nil, c.rejectOutdated(sess, def, perr, "migrated state of %q cannot be stored: %s; mount it again", sess.ID, perr.Message)
+	}
+	next := *sess
+	next.State = stateJSON
+	next.StateVersion = to
+	return &next, nil
+}
+
+// rejectOutdated counts and logs a stored state that cannot be restored at
+// the state version of def, and returns the outdated error.
+func (c *Conn) rejectOutdated(sess *storage.Session, def Definition, cause error, format string, args ...any) *Error {
+	e := c.engine
+	e.reject(CodeOutdated)
+	attrs := []any{"component", sess.Component, "stored_state_version", sess.StateVersion, "state_version", def.stateVersion(), "err", cause}
+	var p *panicError
+	if errors.As(cause, &p) {
+		attrs = append(attrs, "stack", p.stack)
+	}
+	e.logRejectionIn(c.clientID, c.clientID, sess.ID, CodeOutdated, attrs...)
+	return refreshError(CodeOutdated, format, args...)
 }
 
 // verifySession checks a hydration request against a session: owner,

@@ -374,8 +374,8 @@ func (e *Engine) logRejection(clientID, componentID, reason string) {
 }
 
 // logRejectionIn is logRejection with the rate-limit window keyed by window
-// instead of the client id.
-func (e *Engine) logRejectionIn(window, clientID, componentID, reason string) {
+// instead of the client id, and attrs added to the log line.
+func (e *Engine) logRejectionIn(window, clientID, componentID, reason string, attrs ...any) {
 	now := e.now()
 	e.rejectMu.Lock()
 	w := e.rejectLog[window]
@@ -398,11 +398,11 @@ func (e *Engine) logRejectionIn(window, clientID, componentID, reason string) {
 	}
 	w.logged++
 	e.rejectMu.Unlock()
+	args := append([]any{"client", clientID, "component_id", componentID, "reason", reason}, attrs...)
 	if suppressedBefore > 0 {
-		e.log.Warn("session access rejected", "client", clientID, "component_id", componentID, "reason", reason, "suppressed_before", suppressedBefore)
-		return
+		args = append(args, "suppressed_before", suppressedBefore)
 	}
-	e.log.Warn("session access rejected", "client", clientID, "component_id", componentID, "reason", reason)
+	e.log.Warn("session access rejected", args...)
 }
 
 // Stats is a snapshot of the engine's in-memory state.

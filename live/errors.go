@@ -25,6 +25,7 @@ const (
 	CodeInternal            = "internal"
 	CodeRateLimited         = "rate_limited"
 	CodeLimitExceeded       = "limit_exceeded"
+	CodeOutdated            = "outdated"
 )
 
 // Error is a protocol error: a code from the list above, a message for

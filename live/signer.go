@@ -157,6 +157,12 @@ func (s *signer) snapshotMAC(sess *storage.Session, props, state []byte) []byte 
 	writeNum(sess.CreatedAt.UnixNano())
 	writeNum(sess.LastActivity.UnixNano())
 	writeNum(int64(sess.FailedAttempts))
+	// StateVersion is left out at zero, so MACs stored before it existed
+	// still verify. A StateVersion changed to or from zero is still
+	// detected, because the input then gains or loses a field.
+	if sess.StateVersion != 0 {
+		writeNum(int64(sess.StateVersion))
+	}
 	return m.Sum(nil)
 }
 

@@ -40,6 +40,10 @@ type Session struct {
 	LastActivity   time.Time       `json:"lastActivity"`
 	FailedAttempts int             `json:"failedAttempts"`
 	MAC            []byte          `json:"mac"`
+	// StateVersion is the version of the component's state shape that State
+	// was encoded with. Zero is the default: records written before this
+	// field existed read as zero.
+	StateVersion uint32 `json:"stateVersion,omitempty"`
 }
 
 // SessionRef is the ownership record of one session: enough for a client to

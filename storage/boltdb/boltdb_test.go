@@ -1430,14 +1430,19 @@ func TestOpenUpgradesSchemaOne(t *testing.T) {
 }
 
 func TestDecodeRecordRejectsTruncation(t *testing.T) {
-	full := encodeRecord(nil, newSession("s", "o", time.Unix(1, 0)))
-	for n := 0; n < len(full); n++ {
-		if _, err := decodeRecord(full[:n]); err == nil {
-			t.Fatalf("a record cut to %d of %d bytes decoded", n, len(full))
+	// StateVersion 0 writes the tag without the field, 2 the tag with it.
+	for _, stateVersion := range []uint32{0, 2} {
+		sess := newSession("s", "o", time.Unix(1, 0))
+		sess.StateVersion = stateVersion
+		full := encodeRecord(nil, sess)
+		for n := 0; n < len(full); n++ {
+			if _, err := decodeRecord(full[:n]); err == nil {
+				t.Fatalf("a record of StateVersion %d cut to %d of %d bytes decoded", stateVersion, n, len(full))
+			}
 		}
-	}
-	if _, err := decodeRecord(append(full, 0)); err == nil {
-		t.Error("a record with a trailing byte decoded")
+		if _, err := decodeRecord(append(full, 0)); err == nil {
+			t.Errorf("a record of StateVersion %d with a trailing byte decoded", stateVersion)
+		}
 	}
 }
 

@@ -5,20 +5,37 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
-// recordBinary tags a session record in the binary encoding below. Records
-// of schema version 1 are JSON objects, which start with '{' instead.
-const recordBinary byte = 0x01
+// Tags of a session record in the binary encoding below. Records of schema
+// version 1 are JSON objects, which start with '{' instead.
+const (
+	// recordBinary is a record without a StateVersion, which reads as zero.
+	recordBinary byte = 0x01
+	// recordBinaryStateVersion is a record that ends with a StateVersion. A
+	// tag of its own, instead of an optional last field, keeps a record cut
+	// after FailedAttempts from decoding as a valid one.
+	recordBinaryStateVersion byte = 0x02
+)
 
 // encodeRecord writes a session in the binary encoding: the tag, then
 // ID, Component, Owner, Fingerprint, Props, State and MAC, each as a
 // uvarint length and its bytes, then Version, CreatedAt and LastActivity
-// (Unix nanoseconds, varint) and FailedAttempts. Every call writes one, so
-// it avoids the reflection and escaping of JSON.
+// (Unix nanoseconds, varint), FailedAttempts and, under the
+// recordBinaryStateVersion tag only, StateVersion. Every call writes one, so
+// it avoids the reflection and escaping of JSON. A session of StateVersion
+// zero gets the same bytes as before StateVersion existed.
+//
+// NOTE: a build from before StateVersion existed reads a record of another
+// StateVersion as corrupt, and deletes it when a client hydrates it.
 func encodeRecord(dst []byte, s *Session) []byte {
-	dst = append(dst, recordBinary)
+	tag := recordBinary
+	if s.StateVersion != 0 {
+		tag = recordBinaryStateVersion
+	}
+	dst = append(dst, tag)
 	for _, field := range [][]byte{[]byte(s.ID), []byte(s.Component), []byte(s.Owner), []byte(s.Fingerprint), s.Props, s.State, s.MAC} {
 		dst = binary.AppendUvarint(dst, uint64(len(field)))
 		dst = append(dst, field...)
@@ -26,7 +43,11 @@ func encodeRecord(dst []byte, s *Session) []byte {
 	dst = binary.AppendUvarint(dst, s.Version)
 	dst = binary.AppendVarint(dst, s.CreatedAt.UnixNano())
 	dst = binary.AppendVarint(dst, s.LastActivity.UnixNano())
-	return binary.AppendUvarint(dst, uint64(s.FailedAttempts))
+	dst = binary.AppendUvarint(dst, uint64(s.FailedAttempts))
+	if tag == recordBinaryStateVersion {
+		dst = binary.AppendUvarint(dst, uint64(s.StateVersion))
+	}
+	return dst
 }
 
 var errTruncated = errors.New("record is truncated")
@@ -41,7 +62,7 @@ func decodeRecord(body []byte) (*Session, error) {
 		}
 		return &s, nil
 	}
-	if len(body) == 0 || body[0] != recordBinary {
+	if !isBinaryRecord(body) {
 		return nil, errors.New("unknown record encoding")
 	}
 	r := reader{buf: body[1:]}
@@ -57,6 +78,13 @@ func decodeRecord(body []byte) (*Session, error) {
 	s.CreatedAt = time.Unix(0, r.varint()).UTC()
 	s.LastActivity = time.Unix(0, r.varint()).UTC()
 	s.FailedAttempts = int(r.uvarint())
+	if body[0] == recordBinaryStateVersion {
+		v := r.uvarint()
+		if v > math.MaxUint32 {
+			return nil, fmt.Errorf("state version %d is above the uint32 range", v)
+		}
+		s.StateVersion = uint32(v)
+	}
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -64,6 +92,11 @@ func decodeRecord(body []byte) (*Session, error) {
 		return nil, fmt.Errorf("%d bytes after the record", len(r.buf))
 	}
 	return &s, nil
+}
+
+// isBinaryRecord reports whether body starts with a binary record tag.
+func isBinaryRecord(body []byte) bool {
+	return len(body) > 0 && (body[0] == recordBinary || body[0] == recordBinaryStateVersion)
 }
 
 // reader decodes fields from a byte slice and remembers the first error.
@@ -132,7 +165,7 @@ func recordActivity(body []byte) (int64, error) {
 		}
 		return s.LastActivity.UnixNano(), nil
 	}
-	if len(body) == 0 || body[0] != recordBinary {
+	if !isBinaryRecord(body) {
 		return 0, errors.New("unknown record encoding")
 	}
 	r := reader{buf: body[1:]}

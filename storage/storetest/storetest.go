@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -206,12 +207,16 @@ func assertSameSession(t *testing.T, got, want *storage.Session) {
 	if !bytes.Equal(got.MAC, want.MAC) {
 		t.Errorf("MAC = %x, want %x", got.MAC, want.MAC)
 	}
+	if got.StateVersion != want.StateVersion {
+		t.Errorf("StateVersion = %d, want %d", got.StateVersion, want.StateVersion)
+	}
 }
 
 func testRoundTrip(t *testing.T, s storage.Store) {
 	want := newSession("s1", "client-1", base)
 	want.Version = 1<<63 + 5 // above the range of int64
 	want.FailedAttempts = 2
+	want.StateVersion = math.MaxUint32
 	// A zone other than UTC: the instant must survive, compared with Equal.
 	want.CreatedAt = base.Add(-90 * time.Minute).In(time.FixedZone("UTC+2", 2*3600))
 	// A MAC of every byte value, zero bytes included.
@@ -285,14 +290,17 @@ func testUpdateMutableFields(t *testing.T, s storage.Store) {
 	next.LastActivity = base.Add(5 * time.Minute)
 	next.FailedAttempts = 1
 	next.MAC = []byte{1, 2, 3}
+	next.StateVersion = 2
 	mustUpdate(t, s, &next)
 	assertSameSession(t, mustGet(t, s, "s1"), &next)
 	assertCounts(t, s, 1, 1, 1)
 
-	// A shorter State and MAC than the previous ones, and no failed attempt.
+	// A shorter State and MAC than the previous ones, no failed attempt and
+	// the default StateVersion.
 	next.State = json.RawMessage(`{}`)
 	next.MAC = []byte{9}
 	next.FailedAttempts = 0
+	next.StateVersion = 0
 	mustUpdate(t, s, &next)
 	assertSameSession(t, mustGet(t, s, "s1"), &next)
 	assertCounts(t, s, 1, 0, 1)
