@@ -55,6 +55,25 @@
 // The Context is a context.Context that is canceled when the client's
 // connection closes; hand it to work the action starts.
 //
+// # Changing the state shape
+//
+// Stored snapshots outlive deploys. When a new build changes the state type
+// so that old JSON would decode wrongly, declare a higher version and, if
+// the old state can be carried over, a migration:
+//
+//	cart.StateVersion(2, func(from uint32, old json.RawMessage) (CartState, error) {
+//		var v1 struct{ Item string `json:"item"` }
+//		if err := json.Unmarshal(old, &v1); err != nil {
+//			return CartState{}, err
+//		}
+//		return CartState{Items: []string{v1.Item}}, nil
+//	})
+//
+// A snapshot of an older version is migrated when it is hydrated, then
+// signed and stored at the new version. One that cannot be migrated is
+// rejected with the outdated code, so the client mounts a fresh component;
+// it is never reset silently.
+//
 // # Running components
 //
 // Register every Definition in a Registry, then build an Engine with
