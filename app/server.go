@@ -237,7 +237,8 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts.Logger.Info("database opened", "path", path)
+	// Open upgrades an older file, so the file is now at this version.
+	opts.Logger.Info("database opened", "path", path, "schema_version", boltdb.SchemaVersion)
 	s, err := build(opts, store, m)
 	if err != nil {
 		_ = store.Close()

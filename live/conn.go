@@ -81,17 +81,23 @@ func (c *Conn) Handle(frame []byte) {
 	}
 	msg, perr := decodeMessage(frame)
 	if perr != nil {
+		c.logMessage(msg, len(frame), perr, time.Time{})
 		c.sendError(msg.Ref, "", perr)
 		return
+	}
+	var err *Error
+	if c.engine.debug {
+		start := c.engine.now()
+		defer func() { c.logMessage(msg, len(frame), err, start) }()
 	}
 	defer func() {
 		if r := recover(); r != nil {
 			c.engine.log.Error("message handler panicked", "type", msg.Type, "client", c.clientID, "panic", r, "stack", string(debug.Stack()))
-			c.sendError(msg.Ref, msg.ID, newError(CodeInternal, "internal error while handling %s", msg.Type))
+			err = newError(CodeInternal, "internal error while handling %s", msg.Type)
+			c.sendError(msg.Ref, msg.ID, err)
 		}
 	}()
 
-	var err *Error
 	switch msg.Type {
 	case TypeHello:
 		err = c.hello(msg)
@@ -107,6 +113,34 @@ func (c *Conn) Handle(frame []byte) {
 	if err != nil {
 		c.sendError(msg.Ref, msg.ID, err)
 	}
+}
+
+// logMessage writes one debug line per handled frame: its type, the ids
+// it names and the outcome. Tokens and fingerprints are left out.
+func (c *Conn) logMessage(msg *clientMessage, size int, err *Error, start time.Time) {
+	e := c.engine
+	if !e.debug {
+		return
+	}
+	result := ResultOK
+	if err != nil {
+		result = err.Code
+	}
+	attrs := []any{"type", msg.Type, "client", c.clientID}
+	if msg.Component != "" {
+		attrs = append(attrs, "component", msg.Component)
+	}
+	if msg.ID != "" {
+		attrs = append(attrs, "component_id", msg.ID)
+	}
+	if msg.Action != "" {
+		attrs = append(attrs, "action", msg.Action)
+	}
+	attrs = append(attrs, "bytes", size, "result", result)
+	if !start.IsZero() {
+		attrs = append(attrs, "duration", e.now().Sub(start))
+	}
+	e.log.Debug("message handled", attrs...)
 }
 
 func (c *Conn) dispatch(msg *clientMessage) *Error {

@@ -140,6 +140,7 @@ type Engine struct {
 	attempts int
 	limits   Limits
 	log      *slog.Logger
+	debug    bool // log is enabled for debug: Handle logs every frame
 	now      func() time.Time
 	observer Observer
 
@@ -214,6 +215,7 @@ func New(opts Options) (*Engine, error) {
 		attempts:  opts.MaxAttempts,
 		limits:    opts.Limits,
 		log:       opts.Logger,
+		debug:     opts.Logger.Enabled(context.Background(), slog.LevelDebug),
 		now:       opts.Now,
 		observer:  opts.Observer,
 		instances: map[string]*instance{},

@@ -1363,3 +1363,57 @@ func TestNewIDSortsByTime(t *testing.T) {
 		t.Errorf("id %q: want 30 URL-safe characters without '.'", a)
 	}
 }
+
+// TestDebugLogsEveryMessage checks the per-frame debug line: one for each
+// frame with its type, ids and result, never the token or fingerprint, and
+// none at info level.
+func TestDebugLogsEveryMessage(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		logs := &syncLog{}
+		store, err := boltdb.Open(filepath.Join(t.TempDir(), "debug.db"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := New(Options{
+			Store: store, Registry: testRegistry(t), Secret: []byte(strings.Repeat("k", 32)),
+			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level})),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := &harness{t: t, store: store, engine: e}
+		c := h.connect()
+		w := c.hello("")
+		m := c.mount(nil)
+		c.call(m["id"].(string), "inc")
+		c.call(m["id"].(string), "nope")
+		c.hydrate(m["id"].(string), m["fingerprint"].(string))
+		c.conn.Handle([]byte(`{"type":`))
+		_ = store.Close()
+
+		out := logs.String()
+		n := strings.Count(out, `msg="message handled"`)
+		if level == slog.LevelInfo {
+			if n != 0 {
+				t.Errorf("info level logged %d message lines", n)
+			}
+			continue
+		}
+		if n != 6 {
+			t.Errorf("%d message lines, want 6:\n%s", n, out)
+		}
+		for _, want := range []string{
+			"type=hello", "type=mount", "component=counter", "action=inc bytes=",
+			"action=nope bytes=92 result=unknown_action", "type=hydrate", "result=bad_json", "component_id=" + m["id"].(string),
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("debug log lacks %q:\n%s", want, out)
+			}
+		}
+		for _, secret := range []string{w["token"].(string), m["fingerprint"].(string)} {
+			if strings.Contains(out, secret) {
+				t.Errorf("debug log contains a token or fingerprint:\n%s", out)
+			}
+		}
+	}
+}
