@@ -1,6 +1,33 @@
-// Package app wires livebolt together: it opens the store, builds the live
-// engine and the sweep jobs, and serves the WebSocket endpoint and the HTTP
-// API on fiber.
+// Package app serves live components over fiber: it opens the store (or
+// takes one), builds the live engine and the sweep jobs, and provides the
+// WebSocket endpoint and the HTTP API as fiber handlers.
+//
+// # Running it
+//
+// New builds a Server from Options: a data folder or a storage.Store, the
+// signing secret, limits, the session lifetime, the sweep schedules, the
+// logger, and a Register function that adds the component types (see
+// package live for writing one). Serve then runs every route at its
+// default path on a listener of its own, and Shutdown stops it.
+//
+// # Embedding it in a fiber app
+//
+// A program with its own fiber.App mounts only what it wants, where it
+// wants it, and calls Start for the sweeps:
+//
+//	web.Get("/ws", srv.LiveHandler())               // the live WebSocket
+//	web.Get("/assets/live.js", srv.ClientHandler()) // the browser client
+//	srv.MountMemoryAPI(web.Group("/ops/memory"))    // stats, health, cleanup
+//	web.Get("/metrics", srv.MetricsHandler())       // Prometheus metrics
+//	srv.Start()
+//
+// Mount adds them all at the default paths, with the demo pages; the
+// livebolt command does exactly that. On shutdown, call Server.Shutdown
+// first, which closes the WebSockets with 1012 and closes the store, then
+// shut down the fiber app. FiberConfig and ErrorHandler give the JSON
+// error responses livebolt's own server uses.
+//
+// # Metrics
 //
 // GET /metrics serves Prometheus metrics from a registry of the Server's
 // own (see Server.MetricsRegistry). Calls and hydrations reach it through

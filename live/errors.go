@@ -36,6 +36,7 @@ type Error struct {
 	RequiresRefresh bool
 }
 
+// Error returns the code and the message, as "code: message".
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 func newError(code, format string, args ...any) *Error {
