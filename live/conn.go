@@ -462,8 +462,8 @@ func (c *Conn) sendChange(ref *int64, inst *instance, prev, next *storage.Sessio
 	}
 	// The patch message carries what the state message does, less the
 	// state and fingerprint, plus the patch and its base version.
-	patch := encode(ops)
-	if len(patch) >= len(next.State)+len(next.Fingerprint) {
+	patch, err := json.Marshal(ops)
+	if err != nil || len(patch) >= len(next.State)+len(next.Fingerprint) {
 		c.sendState(ref, inst, next, result)
 		return
 	}

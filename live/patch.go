@@ -43,14 +43,16 @@ func (op patchOp) MarshalJSON() ([]byte, error) {
 //
 // Values are compared by their bytes, without decoding them: the states
 // come from encoding/json, which writes equal values as equal bytes. For
-// other input the patch is still correct, only longer than it could be.
+// other valid JSON the patch is still correct, only longer than it could
+// be. Input that is not valid JSON gets an error or, where only a literal
+// is misspelled, a patch that does not encode.
 func diffJSON(a, b []byte) ([]patchOp, error) {
 	a, b = bytes.TrimSpace(a), bytes.TrimSpace(b)
-	if !json.Valid(a) {
-		return nil, fmt.Errorf("old state is not valid JSON: %.40q", a)
+	if err := wholeValue(a); err != nil {
+		return nil, fmt.Errorf("old state: %w", err)
 	}
-	if !json.Valid(b) {
-		return nil, fmt.Errorf("new state is not valid JSON: %.40q", b)
+	if err := wholeValue(b); err != nil {
+		return nil, fmt.Errorf("new state: %w", err)
 	}
 	var ops []patchOp
 	if err := diffValue(&ops, "", a, b); err != nil {
@@ -67,21 +69,23 @@ func diffValue(ops *[]patchOp, path string, a, b json.RawMessage) error {
 	}
 	switch {
 	case a[0] == '{' && b[0] == '{':
-		var ma, mb map[string]json.RawMessage
-		if err := json.Unmarshal(a, &ma); err != nil {
-			return fmt.Errorf("decode object at %q: %w", path, err)
+		ma, err := splitObject(a)
+		if err != nil {
+			return fmt.Errorf("old object at %q: %w", path, err)
 		}
-		if err := json.Unmarshal(b, &mb); err != nil {
-			return fmt.Errorf("decode object at %q: %w", path, err)
+		mb, err := splitObject(b)
+		if err != nil {
+			return fmt.Errorf("new object at %q: %w", path, err)
 		}
 		return diffObject(ops, path, ma, mb)
 	case a[0] == '[' && b[0] == '[':
-		var la, lb []json.RawMessage
-		if err := json.Unmarshal(a, &la); err != nil {
-			return fmt.Errorf("decode array at %q: %w", path, err)
+		la, err := splitArray(a)
+		if err != nil {
+			return fmt.Errorf("old array at %q: %w", path, err)
 		}
-		if err := json.Unmarshal(b, &lb); err != nil {
-			return fmt.Errorf("decode array at %q: %w", path, err)
+		lb, err := splitArray(b)
+		if err != nil {
+			return fmt.Errorf("new array at %q: %w", path, err)
 		}
 		return diffArray(ops, path, la, lb)
 	}

@@ -225,7 +225,11 @@ func TestDiffJSON(t *testing.T) {
 }
 
 func TestDiffJSONRejectsInvalidInput(t *testing.T) {
-	for _, tc := range [][2]string{{`{`, `{}`}, {`{}`, `{"a":}`}, {`{} {}`, `{}`}, {`{}`, ``}} {
+	for _, tc := range [][2]string{
+		{`{`, `{}`}, {`{}`, `{"a":}`}, {`{} {}`, `{}`}, {`{}`, ``},
+		{`[1]`, `[1,]`}, {`[1]`, `[1 2]`}, {`{"a":1}`, `{"a" 1}`}, {`{"a":1}`, `{1:2}`},
+		{`{"a":"x"}`, `{"a":"x}`}, {`[[1]]`, `[[1]`}, {`{"a":1}`, `{"a":1,}`}, {`{"a":1}`, `{"a":[1}`},
+	} {
 		if _, err := diffJSON([]byte(tc[0]), []byte(tc[1])); err == nil {
 			t.Errorf("diff %q -> %q: no error", tc[0], tc[1])
 		}
