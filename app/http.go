@@ -26,6 +26,7 @@ func (s *Server) routes() (*fiber.App, error) {
 	allowed := map[string]string{
 		"/live": "GET, HEAD", "/api/memory/stats": "GET, HEAD",
 		"/api/memory/health": "GET, HEAD", "/api/memory/cleanup": "POST",
+		"/api/admin/backup": "GET",
 	}
 	for url, file := range pages {
 		handler, err := servePage(file)
@@ -40,6 +41,8 @@ func (s *Server) routes() (*fiber.App, error) {
 	api.Get("/stats", s.stats)
 	api.Get("/health", s.health)
 	api.Post("/cleanup", s.cleanup)
+	// GET only: a HEAD would copy the whole file to send no body.
+	app.Add(fiber.MethodGet, "/api/admin/backup", s.backup)
 	for path, allow := range allowed {
 		app.All(path, methodNotAllowed(allow))
 	}
@@ -233,11 +236,11 @@ func (s *Server) authorizeAdmin(c *fiber.Ctx) error {
 	// loopback server. Browsers mark such a request with Origin, so reject
 	// it first.
 	if c.Get(fiber.HeaderOrigin) != "" && !s.checkOrigin(c) {
-		return fiber.NewError(fiber.StatusForbidden, "cleanup does not accept cross-origin requests from "+c.Get(fiber.HeaderOrigin))
+		return fiber.NewError(fiber.StatusForbidden, c.Path()+" does not accept cross-origin requests from "+c.Get(fiber.HeaderOrigin))
 	}
 	if s.opts.AdminToken == "" {
 		if ip := c.Context().RemoteIP(); !ip.IsLoopback() {
-			return fiber.NewError(fiber.StatusForbidden, "cleanup is allowed only from loopback addresses unless LIVEBOLT_ADMIN_TOKEN is set")
+			return fiber.NewError(fiber.StatusForbidden, c.Path()+" is allowed only from loopback addresses unless LIVEBOLT_ADMIN_TOKEN is set")
 		}
 		return nil
 	}
