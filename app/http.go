@@ -211,11 +211,11 @@ func (s *Server) authorizeAdmin(c *fiber.Ctx) error {
 	// loopback server. Browsers mark such a request with Origin, so reject
 	// it first.
 	if c.Get(fiber.HeaderOrigin) != "" && !s.checkOrigin(c) {
-		return fiber.NewError(fiber.StatusForbidden, "cleanup does not accept cross-origin requests from "+c.Get(fiber.HeaderOrigin))
+		return fiber.NewError(fiber.StatusForbidden, c.Path()+" does not accept cross-origin requests from "+c.Get(fiber.HeaderOrigin))
 	}
 	if s.opts.AdminToken == "" {
 		if ip := c.Context().RemoteIP(); !ip.IsLoopback() {
-			return fiber.NewError(fiber.StatusForbidden, "cleanup is allowed only from loopback addresses unless LIVEBOLT_ADMIN_TOKEN is set")
+			return fiber.NewError(fiber.StatusForbidden, c.Path()+" is allowed only from loopback addresses unless LIVEBOLT_ADMIN_TOKEN is set")
 		}
 		return nil
 	}

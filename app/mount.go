@@ -12,6 +12,7 @@ const (
 	PathLive      = "/live"
 	PathMemoryAPI = "/api/memory"
 	PathMetrics   = "/metrics"
+	PathAdminAPI  = "/api/admin"
 	PathClient    = "/live.js"
 )
 
@@ -49,6 +50,17 @@ func (s *Server) MountMemoryAPI(r fiber.Router) {
 	r.Post("/cleanup", s.whileOpen, s.cleanup)
 }
 
+// MountAdminAPI adds the admin endpoints under r: GET backup, a
+// consistent copy of the database file. They are protected like cleanup:
+// the bearer Options.AdminToken, or loopback callers only when it is
+// empty.
+//
+//	srv.MountAdminAPI(web.Group("/ops/admin"))
+func (s *Server) MountAdminAPI(r fiber.Router) {
+	// GET only: a HEAD would copy the whole file to send no body.
+	r.Add(fiber.MethodGet, "/backup", s.backup)
+}
+
 // MetricsHandler returns the handler of the Prometheus metrics, in the text
 // exposition format, from MetricsRegistry. After Shutdown it answers 503.
 func (s *Server) MetricsHandler() fiber.Handler {
@@ -66,15 +78,15 @@ func (s *Server) ClientHandler() fiber.Handler { return s.pages[PathClient] }
 
 // Mount adds every route at its default path to app: the demo page at /,
 // the dashboard, the browser client and its assets, LiveHandler at
-// PathLive, the memory API under PathMemoryAPI and MetricsHandler at
-// PathMetrics. A known path called with another method gets 405, and any
+// PathLive, the memory API under PathMemoryAPI, MetricsHandler at
+// PathMetrics and the admin API under PathAdminAPI. A known path called with another method gets 405, and any
 // other path 404, both as JSON. An embedding program that wants other
 // paths, or not the demo pages, uses the handlers one by one instead.
 func (s *Server) Mount(app *fiber.App) error {
 	allowed := map[string]string{
 		PathLive: "GET, HEAD", PathMemoryAPI + "/stats": "GET, HEAD",
 		PathMemoryAPI + "/health": "GET, HEAD", PathMemoryAPI + "/cleanup": "POST",
-		PathMetrics: "GET, HEAD",
+		PathMetrics: "GET, HEAD", PathAdminAPI + "/backup": "GET",
 	}
 	for url, handler := range s.pages {
 		app.Get(url, handler)
@@ -83,6 +95,7 @@ func (s *Server) Mount(app *fiber.App) error {
 	app.Get(PathLive, s.LiveHandler())
 	s.MountMemoryAPI(app.Group(PathMemoryAPI))
 	app.Get(PathMetrics, s.MetricsHandler())
+	s.MountAdminAPI(app.Group(PathAdminAPI))
 	for path, allow := range allowed {
 		app.All(path, methodNotAllowed(allow))
 	}

@@ -94,8 +94,9 @@ type Options struct {
 	// Secret signs tokens, fingerprints and snapshots. Nil means: load the key
 	// stored in the database, generating a random 32-byte one on first start.
 	Secret []byte
-	// AdminToken, when set, is the bearer token POST /api/memory/cleanup
-	// requires. When empty, cleanup accepts only loopback callers.
+	// AdminToken, when set, is the bearer token that POST
+	// /api/memory/cleanup and GET /api/admin/backup require. When empty,
+	// they accept only loopback callers.
 	AdminToken string
 	// MaxAge and MaxAttempts are passed to the engine; zero means
 	// live.DefaultMaxAge and live.DefaultMaxAttempts.
@@ -238,6 +239,7 @@ type Server struct {
 	conns   map[*wsConn]struct{}
 	closing bool
 	wsDone  sync.WaitGroup // one per open WebSocket handler
+	backups sync.WaitGroup // one per open backup snapshot
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -377,11 +379,11 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops the server gracefully. New WebSocket upgrades are rejected.
 // Each open connection finishes the frame it is handling, flushes its
 // replies and is closed with code 1012 (service restart). Then the listener
-// and HTTP connections of Serve close, the sweeps stop and the database is
-// closed. A program that mounted the handlers on its own fiber.App shuts
-// that down after Shutdown returns; until then livebolt's routes answer
-// 503. It is safe to call more than once: later calls return the first
-// result.
+// and HTTP connections of Serve close, the sweeps stop, a backup still
+// copying its snapshot finishes the copy, and the database is closed. A
+// program that mounted the handlers on its own fiber.App shuts that down
+// after Shutdown returns; until then livebolt's routes answer 503. It is
+// safe to call more than once: later calls return the first result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
 	return s.shutdownErr
@@ -410,6 +412,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 	if err := s.jobs.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	// A snapshot ends when its copy to local disk is written, so this wait
+	// is not bounded by ctx. bbolt's Close would wait for it anyway.
+	s.backups.Wait()
 	if err := s.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close database: %w", err))
 	}

@@ -48,11 +48,19 @@ func (b *syncBuffer) String() string {
 
 func startServer(t *testing.T, opts Options) *testServer {
 	t.Helper()
+	return startServerLogging(t, opts, slog.LevelDebug)
+}
+
+// startServerLogging is startServer with the server log kept from level on.
+// The soak tests keep info and up: debug has a line per frame, which would
+// fill the heap they measure.
+func startServerLogging(t *testing.T, opts Options, level slog.Level) *testServer {
+	t.Helper()
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
 	}
 	logs := &syncBuffer{}
-	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
 	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -146,6 +154,18 @@ func (s *testServer) get(t *testing.T, path string) (int, map[string]any) {
 
 func (s *testServer) request(t *testing.T, method, path, auth string, body io.Reader) (int, map[string]any) {
 	t.Helper()
+	resp, raw := s.rawRequest(t, method, path, auth, body)
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("%s %s: body is not JSON: %q", method, path, raw)
+	}
+	return resp.StatusCode, m
+}
+
+// rawRequest sends a request with an optional Authorization header and
+// returns the response with its whole body.
+func (s *testServer) rawRequest(t *testing.T, method, path, auth string, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, "http://"+s.addr+path, body)
 	if err != nil {
 		t.Fatal(err)
@@ -158,12 +178,11 @@ func (s *testServer) request(t *testing.T, method, path, auth string, body io.Re
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var m map[string]any
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("%s %s: body is not JSON: %q", method, path, raw)
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
-	return resp.StatusCode, m
+	return resp, raw
 }
 
 func TestLiveOverWebSocket(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"runtime/pprof"
@@ -367,7 +368,7 @@ func bucketsJSON(b map[string]int) string {
 // connection, no stored session, no goroutine and no heap growth.
 func TestSoakReleasesEverything(t *testing.T) {
 	n := soakSize()
-	s := startServer(t, Options{NoSync: true})
+	s := startServerLogging(t, Options{NoSync: true}, slog.LevelInfo)
 	before := baselineStats(t, s)
 	heapBefore := heapInuse()
 
@@ -427,7 +428,7 @@ func TestSoakKeptSessionsGrowDiskNotHeap(t *testing.T) {
 	n := soakSize()
 	const maxAge = time.Hour
 	clock := &soakClock{}
-	s := startServer(t, Options{NoSync: true, MaxAge: maxAge, AgeSweep: "@every 1s", Now: clock.now})
+	s := startServerLogging(t, Options{NoSync: true, MaxAge: maxAge, AgeSweep: "@every 1s", Now: clock.now}, slog.LevelInfo)
 	before := baselineStats(t, s)
 	heapBefore := heapInuse()
 

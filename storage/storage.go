@@ -6,6 +6,7 @@ package storage
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -124,5 +125,29 @@ type Store interface {
 	Stats() (Stats, error)
 
 	// Close flushes and closes the store. It is safe to call more than once.
+	Close() error
+}
+
+// Backuper is implemented by stores that can copy their whole database while
+// they keep serving. Find it with a type assertion on a Store. The memstore
+// package does not implement it.
+type Backuper interface {
+	// BeginBackup takes a consistent point-in-time snapshot of the database.
+	// The caller must Close the snapshot, and should do so soon: the store
+	// cannot close while a snapshot is open.
+	BeginBackup() (Backup, error)
+}
+
+// Backup is a consistent snapshot of a store's database, taken by
+// Backuper.BeginBackup. Writes made after it was taken are not in it.
+type Backup interface {
+	// Size returns the number of bytes WriteTo writes.
+	Size() int64
+
+	// WriteTo writes the snapshot to w as a complete database file.
+	WriteTo(w io.Writer) (int64, error)
+
+	// Close releases the snapshot. It must not run concurrently with
+	// WriteTo. Calling it more than once is not an error.
 	Close() error
 }

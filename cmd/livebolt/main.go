@@ -2,7 +2,8 @@
 // persisted in an embedded bbolt database.
 //
 // Every flag can also be set with the environment variable shown in
-// -help; a flag on the command line wins over the variable.
+// -help; a flag on the command line wins over the variable. The
+// subcommands inspect and compact read a stopped server's database file.
 package main
 
 import (
@@ -27,7 +28,20 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(dispatch(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// dispatch runs the subcommand named by the first argument, or the server.
+func dispatch(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "inspect":
+			return runInspect(args[1:], getenv, stdout, stderr)
+		case "compact":
+			return runCompact(args[1:], getenv, stdout, stderr)
+		}
+	}
+	return run(args, getenv, stderr)
 }
 
 // config is the parsed command line.
@@ -117,7 +131,13 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&cfg.pprof, "pprof", "", "loopback `host:port` to serve net/http/pprof on, such as 127.0.0.1:6060; off when empty")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: livebolt [flags]\n\nServes live components on /live and the memory API on /api/memory.\n\nFlags (each also read from the environment variable in brackets; a flag wins):\n")
+		fmt.Fprintf(stderr, "Usage: livebolt [flags]\n"+
+			"       livebolt inspect [--data DIR | --file FILE] [--session ID] [--json] [--limit N]\n"+
+			"       livebolt compact [--data DIR | --file FILE] [--out FILE]\n\n"+
+			"Serves live components on /live and the memory API on /api/memory.\n"+
+			"inspect prints what a stopped server's database holds; compact writes a compacted copy of it.\n"+
+			"Both open the file read-only and fail if a server holds it. Run \"livebolt inspect --help\" or \"livebolt compact --help\" for their flags.\n\n"+
+			"Flags (each also read from the environment variable in brackets; a flag wins):\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
 			fmt.Fprintf(stderr, "  --%s %s  [%s]\n    \t%s (default %q)\n", f.Name, name, flagEnv[f.Name], usage, f.DefValue)
@@ -125,8 +145,8 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 		fmt.Fprintf(stderr, "\nEnvironment only:\n"+
 			"  LIVEBOLT_SECRET       key of at least %d bytes that signs tokens, fingerprints and snapshots;\n"+
 			"                        when unset, a random key is generated once and kept in the database\n"+
-			"  LIVEBOLT_ADMIN_TOKEN  bearer token required by POST /api/memory/cleanup; when unset, only\n"+
-			"                        loopback callers may use it\n", live.MinSecretBytes)
+			"  LIVEBOLT_ADMIN_TOKEN  bearer token required by POST /api/memory/cleanup and GET /api/admin/backup;\n"+
+			"                        when unset, only loopback callers may use them\n", live.MinSecretBytes)
 	}
 	return fs
 }
@@ -165,7 +185,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q; livebolt takes only flags (see --help)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q; livebolt takes flags, or the subcommand inspect or compact first (see --help)", fs.Arg(0))
 	}
 	return cfg, cfg.validate()
 }

@@ -155,12 +155,9 @@ func (s *Store) init() error {
 		if raw == nil {
 			return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
 		}
-		version, err := strconv.Atoi(string(raw))
+		version, err := parseSchema(raw)
 		if err != nil {
-			return fmt.Errorf("read schema version %q: %w", raw, storage.ErrCorrupt)
-		}
-		if version > SchemaVersion {
-			return fmt.Errorf("%w: file has version %d, this build reads up to %d; run a newer livebolt", ErrSchemaTooNew, version, SchemaVersion)
+			return err
 		}
 		if version < SchemaVersion {
 			// Old records stay readable; new ones use the current encoding,
@@ -173,6 +170,19 @@ func (s *Store) init() error {
 		return fmt.Errorf("initialize database %s: %w", s.path, err)
 	}
 	return nil
+}
+
+// parseSchema reads a stored schema version and rejects one newer than
+// SchemaVersion.
+func parseSchema(raw []byte) (int, error) {
+	version, err := strconv.Atoi(string(raw))
+	if err != nil {
+		return 0, fmt.Errorf("read schema version %q: %w", raw, storage.ErrCorrupt)
+	}
+	if version > SchemaVersion {
+		return 0, fmt.Errorf("%w: file has version %d, this build reads up to %d; run a newer livebolt", ErrSchemaTooNew, version, SchemaVersion)
+	}
+	return version, nil
 }
 
 // Path returns the database file path.
@@ -331,15 +341,20 @@ func putSession(tx *bolt.Tx, sess *Session, create bool) error {
 func (s *Store) GetSession(id string) (*Session, error) {
 	var sess *Session
 	err := s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketSessions).Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("get session %s: %w", id, storage.ErrNotFound)
-		}
 		var err error
-		sess, err = decodeSession(id, v)
+		sess, err = getSession(tx, id)
 		return err
 	})
 	return sess, err
+}
+
+// getSession reads and decodes the record of id in tx.
+func getSession(tx *bolt.Tx, id string) (*Session, error) {
+	v := tx.Bucket(bucketSessions).Get([]byte(id))
+	if v == nil {
+		return nil, fmt.Errorf("get session %s: %w", id, storage.ErrNotFound)
+	}
+	return decodeSession(id, v)
 }
 
 func decodeSession(id string, v []byte) (*Session, error) {
