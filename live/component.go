@@ -72,10 +72,32 @@ func (c *Component[S]) Action(name string, fn ActionFunc[S]) *Component[S] {
 // and its result is stored as version v. The hydration gets the outdated
 // code when migrate is nil, returns an error or panics, and for a snapshot
 // newer than v, which a rollback leaves behind.
+//
+// Write migrate as a switch on from, one case for each old shape still
+// stored, decoding with DecodeState and returning an error in the default
+// case. Then a later version bump that forgets a case gets outdated instead
+// of a state decoded from the wrong shape, which json.Unmarshal would fill
+// with zero values.
 func (c *Component[S]) StateVersion(v uint32, migrate func(from uint32, old json.RawMessage) (S, error)) *Component[S] {
 	c.version = v
 	c.migrateFn = migrate
 	return c
+}
+
+// DecodeState decodes the state JSON of an old snapshot into v, a pointer
+// to the old shape, for a StateVersion migration. Unlike json.Unmarshal, it
+// rejects fields v does not have and data after the value, so a snapshot of
+// another shape fails instead of decoding to zero values.
+func DecodeState(old json.RawMessage, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(old))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode old state into %T: %w", v, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("decode old state into %T: data after the JSON value", v)
+	}
+	return nil
 }
 
 // Name implements Definition.

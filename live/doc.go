@@ -61,12 +61,18 @@
 // so that old JSON would decode wrongly, declare a higher version and, if
 // the old state can be carried over, a migration:
 //
-//	cart.StateVersion(2, func(from uint32, old json.RawMessage) (CartState, error) {
-//		var v1 struct{ Item string `json:"item"` }
-//		if err := json.Unmarshal(old, &v1); err != nil {
-//			return CartState{}, err
+//	cart.StateVersion(1, func(from uint32, old json.RawMessage) (CartState, error) {
+//		switch from {
+//		case 0: // {"item": "..."}, before the cart held several items
+//			var v0 struct {
+//				Item string `json:"item"`
+//			}
+//			if err := live.DecodeState(old, &v0); err != nil {
+//				return CartState{}, err
+//			}
+//			return CartState{Items: []string{v0.Item}}, nil
 //		}
-//		return CartState{Items: []string{v1.Item}}, nil
+//		return CartState{}, fmt.Errorf("no migration from state version %d", from)
 //	})
 //
 // A snapshot of an older version is migrated when it is hydrated, then

@@ -401,3 +401,48 @@ func TestSnapshotMACCoversStateVersion(t *testing.T) {
 		t.Error("a MAC of StateVersion 1 verifies with StateVersion 0")
 	}
 }
+
+func TestDecodeState(t *testing.T) {
+	var v tallyV1
+	if err := DecodeState(json.RawMessage(`{"count":3}`), &v); err != nil || v.Count != 3 {
+		t.Fatalf("DecodeState of its own shape: %v, %+v", err, v)
+	}
+	for _, old := range []string{`{"total":3,"step":1}`, `{"count":3} {}`, `{"count":"3"}`, `[1]`, ``} {
+		var v tallyV1
+		err := DecodeState(json.RawMessage(old), &v)
+		if err == nil {
+			t.Errorf("DecodeState(%q) into tallyV1 accepted it as %+v", old, v)
+		} else if !strings.Contains(err.Error(), "live.tallyV1") {
+			t.Errorf("DecodeState(%q): error %q does not name the type", old, err)
+		}
+	}
+}
+
+// TestStateVersionForgottenCaseIsOutdated follows the documented way of
+// writing a migration through two version bumps, the second of which
+// forgets to add a case for the shape the first one stored.
+func TestStateVersionForgottenCaseIsOutdated(t *testing.T) {
+	fromZero := func(from uint32, old json.RawMessage) (tallyV2, error) {
+		switch from {
+		case 0:
+			var v0 tallyV1
+			if err := DecodeState(old, &v0); err != nil {
+				return tallyV2{}, err
+			}
+			return tallyV2{Total: v0.Count, Step: 1}, nil
+		}
+		return tallyV2{}, fmt.Errorf("no migration from state version %d", from)
+	}
+	path := filepath.Join(t.TempDir(), "live.db")
+	m := mountTally(t, startVersionRun(t, path, tallyOne()), true)
+
+	run2 := startVersionRun(t, path, tallyTwo(1, fromZero))
+	if _, r := hydrateTally(t, run2, m); stateOf(t, r)["total"] != float64(5) {
+		t.Fatalf("migration from 0: %v", r)
+	}
+	run2.stop()
+
+	run3 := startVersionRun(t, path, tallyTwo(2, fromZero))
+	_, r := hydrateTally(t, run3, m)
+	wantOutdated(t, run3, m, r, 1)
+}

@@ -165,6 +165,23 @@ func (d *durationFlag) Set(s string) error {
 	return nil
 }
 
+// explainValueError replaces the flag package's bare "parse error" for a
+// number or boolean with what the value should look like.
+func explainValueError(f *flag.Flag, err error) error {
+	if err.Error() != "parse error" && err.Error() != "value out of range" {
+		return err
+	}
+	switch fmt.Sprintf("%T", f.Value) {
+	case "*flag.intValue", "*flag.int64Value":
+		return fmt.Errorf("%w; use a whole number, such as %s", err, f.DefValue)
+	case "*flag.float64Value":
+		return fmt.Errorf("%w; use a number, such as %s", err, f.DefValue)
+	case "*flag.boolValue":
+		return fmt.Errorf("%w; use true or false", err)
+	}
+	return err
+}
+
 // parseConfig reads the environment, then the command line over it.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	cfg := &config{}
@@ -174,7 +191,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		name := flagEnv[f.Name]
 		if v := getenv(name); v != "" && envErr == nil {
 			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("invalid %s=%q: %w", name, v, err)
+				envErr = fmt.Errorf("invalid %s=%q: %w", name, v, explainValueError(f, err))
 			}
 		}
 	})

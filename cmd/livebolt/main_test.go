@@ -47,6 +47,8 @@ func TestParseConfigRejectsBadInput(t *testing.T) {
 	}{
 		{"duration without unit", []string{"--max-age", "30"}, nil, "use a number with a unit"},
 		{"env duration", nil, map[string]string{"LIVEBOLT_MAX_AGE": "soon"}, "LIVEBOLT_MAX_AGE"},
+		{"env integer", nil, map[string]string{"LIVEBOLT_MAX_ATTEMPTS": "abc"}, `LIVEBOLT_MAX_ATTEMPTS="abc": parse error; use a whole number, such as 3`},
+		{"env number", nil, map[string]string{"LIVEBOLT_MAX_MESSAGES_PER_SECOND": "fast"}, "use a number, such as 100"},
 		{"zero max-age", []string{"--max-age", "0s"}, nil, "--max-age"},
 		{"zero attempts", []string{"--max-attempts", "0"}, nil, "--max-attempts"},
 		{"bad cron", []string{"--age-sweep", "every 5m"}, nil, "--age-sweep"},

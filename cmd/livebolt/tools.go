@@ -270,6 +270,11 @@ func runCompact(args []string, getenv func(string) string, stdout, stderr io.Wri
 	saved := res.SourceBytes - res.CompactedBytes
 	fmt.Fprintf(stdout, "compacted %s\n  before  %s\n  after   %s (%s)\n  wrote   %s\n",
 		path, formatBytes(res.SourceBytes), formatBytes(res.CompactedBytes), savedText(saved), *out)
+	if saved <= 0 {
+		// bbolt preallocates, so a small or already dense file can grow.
+		fmt.Fprintf(stdout, "the copy is not smaller; keep %s and delete %s\n", path, *out)
+		return 0
+	}
 	fmt.Fprintf(stdout, "to use it, stop the server and replace %s with %s\n", path, *out)
 	return 0
 }

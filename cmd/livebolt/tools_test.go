@@ -243,6 +243,14 @@ func (e *e2e) testCompact(t *testing.T) {
 	if err != nil {
 		t.Fatalf("compacted copy: %v", err)
 	}
+	// The advice follows the sizes: replace only with a smaller copy.
+	advice := "to use it, stop the server"
+	if len(compacted) >= len(original) {
+		advice = "the copy is not smaller; keep"
+	}
+	if !strings.Contains(run.stdout, advice) {
+		t.Errorf("compact of %d bytes into %d: output lacks %q:\n%s", len(original), len(compacted), advice, run.stdout)
+	}
 	if now, _ := os.ReadFile(path); !bytes.Equal(now, original) {
 		t.Error("compact changed the original file")
 	}
