@@ -212,8 +212,11 @@ export function applyJSONPatch(doc, ops) {
       else throw new Error(`unknown operation ${op.op}`);
     } else if (parent !== null && typeof parent === 'object') {
       if (op.op !== 'add' && !Object.hasOwn(parent, last)) throw new Error(`path ${op.path} does not exist`);
-      if (op.op === 'add' || op.op === 'replace') parent[last] = op.value;
-      else if (op.op === 'remove') delete parent[last];
+      // defineProperty, not assignment: a key such as "__proto__" must
+      // become a member, as JSON.parse makes it, not the prototype.
+      if (op.op === 'add' || op.op === 'replace') {
+        Object.defineProperty(parent, last, { value: op.value, writable: true, enumerable: true, configurable: true });
+      } else if (op.op === 'remove') delete parent[last];
       else throw new Error(`unknown operation ${op.op}`);
     } else {
       throw new Error(`path ${op.path} goes through a value that is not an object or array`);

@@ -412,14 +412,17 @@ func (e *e2e) testPatches(t *testing.T) {
 		let threw = false;
 		const doc = { items: [1] };
 		try { applyJSONPatch(doc, [{ op: 'remove', path: '/items/1' }]); } catch { threw = true; }
+		// A member named __proto__ stays a member, as JSON.parse keeps it.
+		const proto = applyJSONPatch(JSON.parse('{"a":1}'), [{ op: 'add', path: '/__proto__', value: { admin: true } }]);
+		const protoOK = JSON.stringify(proto) === '{"a":1,"__proto__":{"admin":true}}' && proto.admin === undefined;
 		return JSON.stringify({
 			patched, resynced,
 			same: JSON.stringify(after) === JSON.stringify(full.state) && todo.version === full.version,
 			items: after.items.length, done: after.items.filter((i) => i.done).map((i) => i.text),
-			threw, unchanged: JSON.stringify(doc),
+			threw, unchanged: JSON.stringify(doc), protoOK,
 		});
 	})`, chromedp.EvalAwaitPromise))
-	want := `{"patched":33,"resynced":1,"same":true,"items":29,"done":["item 3","item 6","item 17"],"threw":true,"unchanged":"{\"items\":[1]}"}`
+	want := `{"patched":33,"resynced":1,"same":true,"items":29,"done":["item 3","item 6","item 17"],"threw":true,"unchanged":"{\"items\":[1]}","protoOK":true}`
 	if got != want {
 		t.Errorf("patches in the browser:\n got %s\nwant %s", got, want)
 	}
