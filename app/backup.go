@@ -11,6 +11,24 @@ import (
 	"github.com/livebolt/livebolt/storage"
 )
 
+// Limits of backup downloads. Each download holds a deleted but open copy
+// of the database in the data folder until it ends, so their number is
+// capped, and a client that stops reading is cut off: the download must
+// keep at least backupMinRate after a first backupWriteGrace.
+const maxBackups = 2
+
+// backupWriteGrace and backupMinRate (bytes per second) are variables so
+// that a test can shorten the deadline.
+var (
+	backupWriteGrace = time.Minute
+	backupMinRate    = int64(1 << 20)
+)
+
+// backupWriteTimeout is the time allowed to send a backup of size bytes.
+func backupWriteTimeout(size int64) time.Duration {
+	return backupWriteGrace + time.Duration(size/backupMinRate)*time.Second
+}
+
 // backup sends a consistent copy of the database file. The snapshot is
 // written to a temporary file first and closed before the download starts.
 // An open bbolt read transaction stops commits that must grow the file, so
@@ -23,22 +41,37 @@ func (s *Server) backup(c *fiber.Ctx) error {
 	if !ok {
 		return fiber.NewError(fiber.StatusNotImplemented, "backup is not implemented by this server's store; only the bbolt store can be backed up")
 	}
+	select {
+	case s.backupSlots <- struct{}{}:
+	default:
+		return fiber.NewError(fiber.StatusTooManyRequests, fmt.Sprintf("%d backups are already being sent; retry when one has finished", maxBackups))
+	}
 	if !s.beginBackup() {
+		<-s.backupSlots
 		return fiber.NewError(fiber.StatusServiceUnavailable, "the server is shutting down; retry the backup after it restarts")
 	}
 	begin := time.Now()
 	file, size, err := s.spoolBackup(backuper)
 	s.backups.Done()
 	if err != nil {
+		<-s.backupSlots
 		return err
 	}
+	file.release = func() { <-s.backupSlots }
 	name := "livebolt-" + begin.UTC().Format("20060102T150405Z") + ".db"
 	s.log.Info("backup taken", "bytes", size, "spool_duration", time.Since(begin))
 	c.Set(fiber.HeaderContentType, fiber.MIMEOctetStream)
 	c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+name+`"`)
 	c.Set(fiber.HeaderCacheControl, "no-store")
-	// fasthttp closes the stream, which removes the file, once the response
-	// is written or dropped.
+	// The deadline stays on the connection after the response, so the
+	// connection is closed with it.
+	if err := c.Context().Conn().SetWriteDeadline(time.Now().Add(backupWriteTimeout(size))); err != nil {
+		_ = file.Close()
+		return fmt.Errorf("set the write deadline of the backup download: %w", err)
+	}
+	c.Context().SetConnectionClose()
+	// fasthttp closes the stream, which removes the file and frees the
+	// slot, once the response is written or dropped.
 	return c.SendStream(file, int(size))
 }
 
@@ -96,10 +129,21 @@ func (s *Server) backupDir() string {
 // spoolFile is a temporary backup file that is removed when closed.
 type spoolFile struct {
 	*os.File
-	removed bool // the name was removed while the file was open
+	removed bool   // the name was removed while the file was open
+	release func() // frees the download's slot; nil before the download
+	closed  bool
 }
 
+// Close closes and removes the file and frees the download's slot. Later
+// calls do nothing.
 func (f *spoolFile) Close() error {
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	if f.release != nil {
+		defer f.release()
+	}
 	err := f.File.Close()
 	if !f.removed {
 		if rmErr := os.Remove(f.Name()); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {

@@ -3,7 +3,9 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livebolt/livebolt/storage"
 	"github.com/livebolt/livebolt/storage/boltdb"
 	"github.com/livebolt/livebolt/storage/memstore"
 )
@@ -194,5 +197,100 @@ func TestBackupDuringShutdown(t *testing.T) {
 	t.Logf("%d backups downloaded before the shutdown", n)
 	if n == 0 {
 		t.Error("no backup finished before the shutdown")
+	}
+}
+
+// TestBackupSlots checks that at most maxBackups downloads run at once,
+// that a finished download frees its slot, and that each download closes
+// its connection, since its write deadline stays on it.
+func TestBackupSlots(t *testing.T) {
+	s := startServer(t, Options{})
+	for i := range maxBackups + 3 {
+		resp, body := s.rawRequest(t, http.MethodGet, "/api/admin/backup", "", nil)
+		if resp.StatusCode != http.StatusOK || len(body) == 0 {
+			t.Fatalf("backup %d in a row: status %d, %d bytes", i+1, resp.StatusCode, len(body))
+		}
+		if !resp.Close {
+			t.Errorf("backup %d: the response keeps the connection open", i+1)
+		}
+	}
+	// Take every slot, as downloads in progress would.
+	for range maxBackups {
+		s.backupSlots <- struct{}{}
+	}
+	resp, body := s.rawRequest(t, http.MethodGet, "/api/admin/backup", "", nil)
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "retry when one has finished") {
+		t.Errorf("backup with every slot taken: status %d, body %s; want 429", resp.StatusCode, body)
+	}
+	<-s.backupSlots
+	if resp, _ := s.rawRequest(t, http.MethodGet, "/api/admin/backup", "", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("backup after a slot was freed: status %d", resp.StatusCode)
+	}
+	if n := len(s.backupSlots); n != maxBackups-1 {
+		t.Errorf("%d slots taken after the downloads ended, want the %d the test holds", n, maxBackups-1)
+	}
+}
+
+func TestBackupWriteTimeout(t *testing.T) {
+	if got := backupWriteTimeout(0); got != backupWriteGrace {
+		t.Errorf("timeout for an empty file %s, want %s", got, backupWriteGrace)
+	}
+	if got, want := backupWriteTimeout(300<<20), backupWriteGrace+300*time.Second; got != want {
+		t.Errorf("timeout for 300 MiB %s, want %s", got, want)
+	}
+}
+
+// TestBackupStalledClientCutOff starts a download of a database larger
+// than the socket buffers, reads only the headers, and checks that the
+// server cuts the connection at the write deadline and frees the slot.
+func TestBackupStalledClientCutOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a 40 MB database")
+	}
+	grace, rate := backupWriteGrace, backupMinRate
+	backupWriteGrace, backupMinRate = 500*time.Millisecond, 1<<40
+	t.Cleanup(func() { backupWriteGrace, backupMinRate = grace, rate })
+
+	s := startServer(t, Options{NoSync: true})
+	blob := json.RawMessage(`{"blob":"` + strings.Repeat("x", 200<<10) + `"}`)
+	now := time.Now().UTC()
+	for i := range 200 {
+		err := s.store.CreateSession(&storage.Session{
+			ID: fmt.Sprintf("big.%04d", i), Component: "counter", Owner: "stalled-test",
+			Props: json.RawMessage(`{}`), State: blob, Version: 1, CreatedAt: now, LastActivity: now,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A small receive buffer, so the server's writes block soon.
+	_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := conn.Write([]byte("GET /api/admin/backup HTTP/1.1\r\nHost: " + s.addr + "\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 512)
+	if _, err := conn.Read(head); err != nil || !strings.HasPrefix(string(head), "HTTP/1.1 200") {
+		t.Fatalf("backup response head: %q, %v", head, err)
+	}
+	// Read nothing more for longer than the deadline.
+	time.Sleep(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.backupSlots) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled download still holds its slot 10 s after its write deadline")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The server closed its side: fasthttp counts no open connection.
+	for s.fiber.Server().GetOpenConnectionsCount() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server still has the stalled download's connection open")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

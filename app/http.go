@@ -219,8 +219,9 @@ func (s *Server) authorizeAdmin(c *fiber.Ctx) error {
 		}
 		return nil
 	}
-	auth := c.Get(fiber.HeaderAuthorization)
-	token, ok := strings.CutPrefix(auth, "Bearer ")
+	// The scheme name is case-insensitive (RFC 9110, section 11.1).
+	scheme, token, ok := strings.Cut(c.Get(fiber.HeaderAuthorization), " ")
+	ok = ok && strings.EqualFold(scheme, "Bearer")
 	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.opts.AdminToken)) != 1 {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="livebolt"`)
 		return fiber.NewError(fiber.StatusUnauthorized, "missing or wrong bearer token")

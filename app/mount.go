@@ -80,8 +80,10 @@ func (s *Server) ClientHandler() fiber.Handler { return s.pages[PathClient] }
 // the dashboard, the browser client and its assets, LiveHandler at
 // PathLive, the memory API under PathMemoryAPI, MetricsHandler at
 // PathMetrics and the admin API under PathAdminAPI. A known path called with another method gets 405, and any
-// other path 404, both as JSON. An embedding program that wants other
-// paths, or not the demo pages, uses the handlers one by one instead.
+// other path 404, both as JSON. That 404 handler matches every path, so
+// register routes of your own before calling Mount. An embedding program
+// that wants other paths, or not the demo pages, uses the handlers one by
+// one instead.
 func (s *Server) Mount(app *fiber.App) error {
 	allowed := map[string]string{
 		PathLive: "GET, HEAD", PathMemoryAPI + "/stats": "GET, HEAD",

@@ -240,6 +240,8 @@ type Server struct {
 	closing bool
 	wsDone  sync.WaitGroup // one per open WebSocket handler
 	backups sync.WaitGroup // one per open backup snapshot
+	// backupSlots holds one token per backup being spooled or sent.
+	backupSlots chan struct{}
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -305,9 +307,11 @@ func build(opts Options, store storage.Store, m *metrics) (*Server, error) {
 	}
 	s := &Server{
 		opts: opts, log: opts.Logger, store: store, engine: engine,
-		jobs:    jobs.New(opts.Logger),
-		conns:   map[*wsConn]struct{}{},
-		metrics: m,
+		jobs:  jobs.New(opts.Logger),
+		conns: map[*wsConn]struct{}{},
+		// One token per backup being spooled or sent.
+		backupSlots: make(chan struct{}, maxBackups),
+		metrics:     m,
 	}
 	if err := s.addJobs(); err != nil {
 		return nil, err

@@ -407,7 +407,7 @@ func TestStatsAndHealth(t *testing.T) {
 
 func TestCleanupAuth(t *testing.T) {
 	s := startServer(t, Options{AdminToken: "admin-secret"})
-	for _, auth := range []string{"", "Bearer wrong", "admin-secret", "Basic admin-secret", "Bearer admin-secret2"} {
+	for _, auth := range []string{"", "Bearer wrong", "admin-secret", "Basic admin-secret", "Bearer admin-secret2", "Bearer  admin-secret", "Bearer", "Bearer-admin-secret"} {
 		status, _ := s.request(t, http.MethodPost, "/api/memory/cleanup", auth, nil)
 		if status != http.StatusUnauthorized {
 			t.Errorf("auth %q: status %d, want 401", auth, status)
@@ -416,6 +416,10 @@ func TestCleanupAuth(t *testing.T) {
 	status, body := s.request(t, http.MethodPost, "/api/memory/cleanup", "Bearer admin-secret", nil)
 	if status != http.StatusOK || body["cleaned"] == nil || body["before"] == nil || body["after"] == nil {
 		t.Errorf("authorized cleanup: %d %v", status, body)
+	}
+	// The scheme name is case-insensitive.
+	if status, _ := s.request(t, http.MethodPost, "/api/memory/cleanup", "bearer admin-secret", nil); status != http.StatusOK {
+		t.Errorf("lowercase bearer scheme: status %d, want 200", status)
 	}
 	if strings.Contains(s.logs.String(), "admin-secret") {
 		t.Error("the admin token appears in the log")

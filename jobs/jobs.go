@@ -121,6 +121,10 @@ func (s *Scheduler) Start() {
 	s.log.Info("scheduler started", "jobs", len(s.jobs))
 }
 
+// stopGrace is how long Stop waits for idle jobs to report that they are
+// done after its context has expired.
+const stopGrace = 100 * time.Millisecond
+
 // Stop cancels running jobs' context, stops the schedule and waits for
 // running jobs until ctx is done. It is safe to call more than once.
 func (s *Scheduler) Stop(ctx context.Context) error {
@@ -148,10 +152,13 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		// select picks at random when both are ready; prefer done.
+		// With no job running, done closes within moments, but cron
+		// cancels its context from a goroutine of its own, so a context that
+		// had already expired would report running jobs that do not exist.
+		// Wait that moment before saying so.
 		select {
 		case <-done:
-		default:
+		case <-time.After(stopGrace):
 			return fmt.Errorf("stop scheduler: jobs still running: %w", ctx.Err())
 		}
 	}

@@ -623,3 +623,21 @@ func TestLogFailureAtError(t *testing.T) {
 		t.Errorf("log line %q does not contain the error", line)
 	}
 }
+
+// TestStopExpiredContextNoJobRunning checks that Stop with a context that
+// already expired reports no running jobs when none runs.
+func TestStopExpiredContextNoJobRunning(t *testing.T) {
+	t.Parallel()
+	for i := range 50 {
+		s := New(nil)
+		if err := s.Add("sweep", "@every 1h", func(context.Context) (int, error) { return 0, nil }); err != nil {
+			t.Fatalf("Add: %v", err)
+		}
+		s.Start()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Fatalf("stop %d with an expired context and no job running: %v", i+1, err)
+		}
+	}
+}
