@@ -219,6 +219,7 @@ func formatSession(info *boltdb.SessionInfo) []byte {
 	fmt.Fprintf(w, "component\t%s\n", info.Component)
 	fmt.Fprintf(w, "owner (client id)\t%s\n", info.Owner)
 	fmt.Fprintf(w, "version\t%d\n", info.Version)
+	fmt.Fprintf(w, "state version\t%d\n", info.StateVersion)
 	fmt.Fprintf(w, "created\t%s\n", formatTime(info.CreatedAt))
 	fmt.Fprintf(w, "last activity\t%s\n", formatTime(info.LastActivity))
 	fmt.Fprintf(w, "failed attempts\t%d\n", info.FailedAttempts)

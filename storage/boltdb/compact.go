@@ -71,7 +71,7 @@ func compactInto(src *bolt.DB, dst string) error {
 	if err != nil {
 		return fmt.Errorf("open output: %w", err)
 	}
-	if err := bolt.Compact(out, src, compactTxMaxSize); err != nil {
+	if err := safely(func() error { return bolt.Compact(out, src, compactTxMaxSize) }); err != nil {
 		_ = out.Close()
 		return err
 	}

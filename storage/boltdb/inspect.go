@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sort"
 	"time"
 
@@ -22,6 +23,31 @@ const DefaultReaderLockTimeout = time.Second
 // ErrLocked is returned by OpenReader and Compact when another process, such
 // as a running server, holds the database file.
 var ErrLocked = errors.New("database file is locked by another process")
+
+// ErrDamaged reports a file whose bbolt pages are damaged, as a truncated
+// download leaves it. bbolt panics on such pages; the offline tools turn
+// that into this error.
+var ErrDamaged = errors.New("database file is damaged; restore it from a backup")
+
+// safely runs fn and returns a panic inside it as an error wrapping
+// ErrDamaged. A page id past the end of a truncated file makes bbolt read
+// past the end of its memory map, which faults; SetPanicOnFault turns that
+// fault into a panic on this goroutine. Only the offline tools use it: the
+// file is opened read-only, so a panic halfway leaves nothing behind.
+func safely(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w (bbolt: %v)", ErrDamaged, r)
+		}
+	}()
+	return fn()
+}
+
+// view is db.View that returns a panic on a damaged page as ErrDamaged.
+func view(db *bolt.DB, fn func(*bolt.Tx) error) error {
+	return safely(func() error { return db.View(fn) })
+}
 
 // elidedChars is how much of a fingerprint or MAC a SessionInfo keeps.
 const elidedChars = 6
@@ -50,7 +76,15 @@ func OpenReader(path string, lockTimeout time.Duration) (*Reader, error) {
 	if info.Size() == 0 {
 		return nil, fmt.Errorf("open database %s read-only: the file is empty; a server initializes it on its first start", path)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	var db *bolt.DB
+	err = safely(func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+		return err
+	})
+	if errors.Is(err, ErrDamaged) {
+		return nil, fmt.Errorf("open database %s read-only: %w", path, err)
+	}
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open database %s read-only (waited %s): %w: %w", path, lockTimeout, ErrLocked, err)
 	}
@@ -58,9 +92,17 @@ func OpenReader(path string, lockTimeout time.Duration) (*Reader, error) {
 		return nil, describeOpenError(path, lockTimeout, err)
 	}
 	r := &Reader{db: db, path: path}
-	if err := db.View(r.readSchema); err != nil {
+	if err := view(db, r.readSchema); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open database %s read-only: %w", path, err)
+	}
+	// The meta page records how far the file extends; a shorter file was
+	// cut, as by an interrupted download.
+	var want int64
+	_ = view(db, func(tx *bolt.Tx) error { want = tx.Size(); return nil })
+	if info.Size() < want {
+		_ = db.Close()
+		return nil, fmt.Errorf("open database %s read-only: %w (the file has %d bytes, its pages need %d; it was cut short)", path, ErrDamaged, info.Size(), want)
 	}
 	return r, nil
 }
@@ -135,7 +177,7 @@ func (r *Reader) Report(limit int) (*Report, error) {
 		return nil, fmt.Errorf("read report of %s: %w", r.path, err)
 	}
 	rep.FileSizeBytes = info.Size()
-	err = r.db.View(func(tx *bolt.Tx) error {
+	err = view(r.db, func(tx *bolt.Tx) error {
 		rep.Buckets = bucketReports(tx)
 		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
 			sess, err := decodeSession(string(k), v)
@@ -205,6 +247,7 @@ type SessionInfo struct {
 	Component      string          `json:"component"`
 	Owner          string          `json:"owner"`
 	Version        uint64          `json:"version"`
+	StateVersion   uint32          `json:"stateVersion"`
 	CreatedAt      time.Time       `json:"createdAt"`
 	LastActivity   time.Time       `json:"lastActivity"`
 	FailedAttempts int             `json:"failedAttempts"`
@@ -219,7 +262,7 @@ type SessionInfo struct {
 // storage.ErrCorrupt for a record that fails its checks.
 func (r *Reader) Session(id string) (*SessionInfo, error) {
 	var sess *Session
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := view(r.db, func(tx *bolt.Tx) error {
 		var err error
 		sess, err = getSession(tx, id)
 		return err
@@ -228,7 +271,7 @@ func (r *Reader) Session(id string) (*SessionInfo, error) {
 		return nil, fmt.Errorf("read %s: %w", r.path, err)
 	}
 	return &SessionInfo{
-		ID: sess.ID, Component: sess.Component, Owner: sess.Owner, Version: sess.Version,
+		ID: sess.ID, Component: sess.Component, Owner: sess.Owner, Version: sess.Version, StateVersion: sess.StateVersion,
 		CreatedAt: sess.CreatedAt, LastActivity: sess.LastActivity, FailedAttempts: sess.FailedAttempts,
 		Props: rawOrNull(sess.Props), State: rawOrNull(sess.State),
 		Fingerprint: elide(sess.Fingerprint), MAC: elide(hex.EncodeToString(sess.MAC)),

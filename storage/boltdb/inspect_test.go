@@ -280,3 +280,54 @@ func TestOpenReaderNewerSchema(t *testing.T) {
 		t.Errorf("error %v, want ErrSchemaTooNew", err)
 	}
 }
+
+// TestDamagedFileIsAnError truncates a database in the middle of its pages,
+// as an interrupted download leaves it, and checks that the offline tools
+// report ErrDamaged instead of panicking, and that compact leaves no output.
+func TestDamagedFileIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big.db")
+	s, err := Open(path, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3000 {
+		sess := newSession(fmt.Sprintf("s%05d", i), "client-"+strconv.Itoa(i%7), base.Add(time.Duration(i)*time.Second))
+		sess.State = []byte(`{"text":"` + strings.Repeat("x", 300) + `"}`)
+		mustCreate(t, s, sess)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := 0
+	for _, cut := range []int{len(whole) / 3, len(whole) / 2, len(whole) * 3 / 4} {
+		truncated := filepath.Join(t.TempDir(), "truncated.db")
+		if err := os.WriteFile(truncated, whole[:cut], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// Each step may fail with an error; none may panic.
+		r, err := OpenReader(truncated, 0)
+		if err == nil {
+			_, err = r.Report(5)
+			if err == nil {
+				_, err = r.Session("s02999")
+			}
+			r.Close()
+		}
+		if errors.Is(err, ErrDamaged) {
+			damaged++
+		}
+		out := truncated + ".compact"
+		if _, err := Compact(truncated, out, 0); err != nil {
+			if _, statErr := os.Stat(out); statErr == nil {
+				t.Errorf("compact of a file cut at %d failed (%v) and left %s", cut, err, out)
+			}
+		}
+	}
+	if damaged == 0 {
+		t.Error("no cut of the file was reported as damaged")
+	}
+}
