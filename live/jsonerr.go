@@ -19,16 +19,37 @@ func describeJSONError(err error) string {
 	case errors.As(err, &syntax):
 		return fmt.Sprintf("invalid JSON at byte %d", syntax.Offset)
 	case errors.As(err, &typeErr):
-		if typeErr.Field == "" {
-			return fmt.Sprintf("value must be %s, not %s", jsonKind(typeErr.Type), typeErr.Value)
+		kind := jsonKind(typeErr.Type)
+		if strings.HasPrefix(typeErr.Value, "number") {
+			// A number refused for an integer is a fraction or out of range.
+			kind += integerRange(typeErr.Type)
 		}
-		return fmt.Sprintf("field %q must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type), typeErr.Value)
+		if typeErr.Field == "" {
+			return fmt.Sprintf("value must be %s, not %s", kind, typeErr.Value)
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", typeErr.Field, kind, typeErr.Value)
 	}
 	msg := err.Error()
 	if field, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
 		return "unknown field " + field
 	}
 	return strings.TrimPrefix(msg, "json: ")
+}
+
+// integerRange returns " from MIN to MAX" for an integer type, to explain
+// why a number was refused, and "" for any other type.
+func integerRange(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		bits := t.Bits()
+		return fmt.Sprintf(" from %d to %d", -(int64(1) << (bits - 1)), int64(uint64(1)<<(bits-1)-1))
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return fmt.Sprintf(" from 0 to %d", uint64(1)<<t.Bits()-1)
+	}
+	return ""
 }
 
 // jsonKind names the JSON value that decodes into t.
@@ -47,6 +68,8 @@ func jsonKind(t reflect.Type) string {
 		return "a list"
 	case reflect.Pointer:
 		return jsonKind(t.Elem())
+	case reflect.Interface:
+		return "a value of another kind"
 	default:
 		return "an object"
 	}

@@ -37,7 +37,10 @@ func NoArgs[S any](fn func(ctx *Context, state *S) (any, error)) ActionFunc[S] {
 // fields are rejected (call("move", {"from": 1, "to": 3})). A missing,
 // extra or null argument, a value of the wrong type and an error from A's
 // Validate method are all answered with bad_args, and the state is left
-// unchanged.
+// unchanged. Inside the argument, encoding/json's rules apply: a null
+// field or element is left at its zero value, and field names match
+// without regard to case. Use a pointer field, or Validate, where a
+// missing or null value must be told apart from zero.
 func Typed[S, A any](fn func(ctx *Context, state *S, arg A) (any, error)) ActionFunc[S] {
 	return func(ctx *Context, state *S, args Args) (any, error) {
 		if err := args.Want(1); err != nil {

@@ -2,6 +2,7 @@ package live
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -121,7 +122,9 @@ func TestTypedActions(t *testing.T) {
 		{"move", []any{map[string]any{"from": 2, "to": 2}}, "from and to are the same"},
 		{"move", []any{map[string]any{"from": 0, "to": 9}}, "index out of range"},
 		{"step", []any{0}, "step must be positive, got 0"},
-		{"step", []any{1e30}, "must be an integer"},
+		{"step", []any{1e30}, "must be an integer from -9223372036854775808 to 9223372036854775807, not number 1e+30"},
+		{"step", []any{2.5}, "must be an integer from -9223372036854775808 to 9223372036854775807, not number 2.5"},
+		{"step", []any{"2"}, "value must be an integer, not string"},
 		{"clear", []any{1}, "expected 0 argument(s), got 1"},
 	} {
 		r := c.call(id, tc.action, tc.args...)
@@ -148,5 +151,20 @@ func TestTypedActions(t *testing.T) {
 	c.conn.Close()
 	if err := <-canceled; !errors.Is(err, context.Canceled) {
 		t.Errorf("after Close the action's context reports %v, want context.Canceled", err)
+	}
+}
+
+func TestIntegerRangeInMessages(t *testing.T) {
+	var small uint8
+	err := json.Unmarshal([]byte(`256`), &small)
+	if got := describeJSONError(err); got != "value must be an integer from 0 to 255, not number 256" {
+		t.Errorf("uint8 256: %q", got)
+	}
+	var signed struct {
+		N *int8 `json:"n"`
+	}
+	err = json.Unmarshal([]byte(`{"n":-129}`), &signed)
+	if got := describeJSONError(err); got != `field "n" must be an integer from -128 to 127, not number -129` {
+		t.Errorf("int8 -129: %q", got)
 	}
 }
