@@ -252,7 +252,7 @@ func (s *Store) CreateSession(sess *Session) error {
 		if tx.Bucket(bucketSessions).Get([]byte(sess.ID)) != nil {
 			return fmt.Errorf("create session %s: %w", sess.ID, storage.ErrExists)
 		}
-		if err := putSession(tx, sess, true); err != nil {
+		if err := putSession(tx, sess, true, nil); err != nil {
 			return err
 		}
 		ref, err := json.Marshal(storage.SessionRef{ID: sess.ID, Component: sess.Component, Fingerprint: sess.Fingerprint})
@@ -284,12 +284,11 @@ func (s *Store) UpdateSession(sess *Session) error {
 		if len(old) < 8 || string(old[8:]) != sess.Owner {
 			return fmt.Errorf("update session %s: owner cannot change to %q", sess.ID, sess.Owner)
 		}
+		var oldActivity []byte
 		if nanos, ok := indexedActivity(tx, []byte(sess.ID), old); ok {
-			if err := del(tx, bucketActivity, activityKey(nanos, sess.ID)); err != nil {
-				return err
-			}
+			oldActivity = activityKey(nanos, sess.ID)
 		}
-		return putSession(tx, sess, false)
+		return putSession(tx, sess, false, oldActivity)
 	})
 }
 
@@ -311,8 +310,9 @@ func indexedActivity(tx *bolt.Tx, id, keys []byte) ([]byte, bool) {
 // putSession writes the record and its activity and failed entries, and on
 // create its session_keys entry. That entry holds the owner and the
 // activity at creation, and is not rewritten by updates, so an update
-// dirties one B-tree page fewer.
-func putSession(tx *bolt.Tx, sess *Session, create bool) error {
+// dirties one B-tree page fewer. An update passes the by_activity key it
+// replaces as oldActivity, nil when there is none.
+func putSession(tx *bolt.Tx, sess *Session, create bool, oldActivity []byte) error {
 	value := encodeRecord(make([]byte, 4, 64+len(sess.Props)+len(sess.State)+len(sess.ID)*3), sess)
 	binary.BigEndian.PutUint32(value, crc32.Checksum(value[4:], castagnoli))
 
@@ -328,7 +328,7 @@ func putSession(tx *bolt.Tx, sess *Session, create bool) error {
 			return err
 		}
 	}
-	if err := put(tx, bucketActivity, activityKey(nanos, sess.ID), nil); err != nil {
+	if err := rekey(tx, bucketActivity, oldActivity, activityKey(nanos, sess.ID)); err != nil {
 		return err
 	}
 	if sess.FailedAttempts > 0 {

@@ -59,6 +59,30 @@ func del(tx *bolt.Tx, bucket, k []byte) error {
 	return adjustCount(tx, bucket, -1)
 }
 
+// rekey replaces the key old with next, with an empty value, in a data
+// bucket. When old is there, the bucket's count does not change, so the
+// count key in meta is neither read nor written.
+func rekey(tx *bolt.Tx, bucket, old, next []byte) error {
+	b := tx.Bucket(bucket)
+	if old == nil || b.Get(old) == nil {
+		return put(tx, bucket, next, nil)
+	}
+	if bytes.Equal(old, next) {
+		return nil
+	}
+	if err := b.Delete(old); err != nil {
+		return fmt.Errorf("delete %s key: %w", bucket, err)
+	}
+	if b.Get(next) != nil {
+		// Both were there: one key fewer.
+		return adjustCount(tx, bucket, -1)
+	}
+	if err := b.Put(next, nil); err != nil {
+		return fmt.Errorf("write %s key: %w", bucket, err)
+	}
+	return nil
+}
+
 func adjustCount(tx *bolt.Tx, bucket []byte, delta int64) error {
 	meta := tx.Bucket(bucketMeta)
 	key := countKey(bucket)
