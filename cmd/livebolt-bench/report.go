@@ -149,6 +149,14 @@ func printThroughput(out io.Writer, t *ThroughputResult) {
 		fmt.Fprintf(w, "%d\t%s\t%s\t\n", row.Clients, fmtRatio(row.DurableOverMemory), fmtRatio(row.DurableOverEcho))
 	}
 	w.Flush()
+	w = section(out, "  durable commits", "(bbolt transactions, fsync included, during the durable rounds)")
+	fmt.Fprintln(w, "clients	commits/s	calls/commit	ms/commit	committer busy	")
+	for _, row := range t.Rows {
+		if c := row.Commits; c != nil {
+			fmt.Fprintf(w, "%d	%.0f	%.1f	%.3f	%.0f%%	\n", row.Clients, c.CommitsPerSec, c.WritesPerCommit, c.MeanCommitMs, 100*c.BusyShare)
+		}
+	}
+	w.Flush()
 	for _, row := range t.Rows {
 		for _, st := range row.Targets {
 			if st.FirstError != "" {

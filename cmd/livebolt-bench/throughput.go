@@ -41,6 +41,8 @@ type ThroughputRow struct {
 	Targets           []TargetStats `json:"targets"`
 	DurableOverMemory *Ratio        `json:"durableOverInMemory,omitempty"`
 	DurableOverEcho   *Ratio        `json:"durableOverEcho,omitempty"`
+	// Commits are the bbolt commits of the durable rounds.
+	Commits *CommitStats `json:"durableCommits,omitempty"`
 }
 
 // TargetStats sums the measured rounds of one target.
@@ -204,14 +206,26 @@ func throughputAt(cfg *config, servers *throughputServers, n int) (ThroughputRow
 	for _, t := range targets {
 		runRound(t.conns, warmUp)
 	}
+	var commits commitAccumulator
 	for r := range cfg.rounds {
 		for _, t := range targets {
+			var before commitSample
+			if t.name == targetDurable {
+				before, _ = sampleCommits(servers.durable)
+			}
 			results, elapsed := runRound(t.conns, perRound)
+			if t.name == targetDurable {
+				if after, err := sampleCommits(servers.durable); err == nil {
+					commits.add(before, after, elapsed)
+				}
+			}
 			t.acc.add(results, elapsed)
 			progress("throughput: %d clients, round %d/%d, %s: %.0f calls/s", n, r+1, cfg.rounds, t.name, t.acc.roundRates[r])
 		}
 	}
-	return buildRow(n, targets), nil
+	row := buildRow(n, targets)
+	row.Commits = commits.stats()
+	return row, nil
 }
 
 func buildRow(n int, targets []*throughputTarget) ThroughputRow {
