@@ -298,6 +298,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	log := cfg.logger(stderr)
+	// Catch the signals before opening anything: one that arrives while the
+	// database opens then stops the server once it is up, instead of being
+	// lost (a shell starts background jobs with SIGINT ignored until a
+	// handler is installed).
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
 
 	var secret []byte
 	if s := getenv("LIVEBOLT_SECRET"); s != "" {
@@ -359,9 +366,6 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	srv.Start()
 
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(signals)
 	served := make(chan error, 1)
 	log.Info("listening", "addr", ln.Addr().String())
 	go func() { served <- web.Listener(ln) }()
