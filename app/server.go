@@ -18,6 +18,7 @@
 //	web.Get("/ws", srv.LiveHandler())               // the live WebSocket
 //	web.Get("/assets/live.js", srv.ClientHandler()) // the browser client
 //	srv.MountMemoryAPI(web.Group("/ops/memory"))    // stats, health, cleanup
+//	srv.MountAdminAPI(web.Group("/ops/admin"))      // backup
 //	web.Get("/metrics", srv.MetricsHandler())       // Prometheus metrics
 //	srv.Start()
 //
@@ -85,8 +86,8 @@ type HealthLimits struct {
 	MaxHeapMB    int `json:"maxHeapMB"`    // heap in use, MiB; default 500
 }
 
-// Options configures a Server. DataDir is required; every other zero field
-// takes the default documented on it.
+// Options configures a Server. DataDir or Store is required; every other
+// zero field takes the default documented on it.
 type Options struct {
 	// DataDir is the folder of the database file DatabaseFile; it is created
 	// if missing. It is required unless Store is set.
@@ -247,8 +248,9 @@ type Server struct {
 	shutdownErr  error
 }
 
-// New opens the database under opts.DataDir and builds the server. It does
-// not listen yet; call Serve.
+// New opens the database under opts.DataDir, or takes opts.Store, and
+// builds the server. It does not listen yet: call Serve, or mount the
+// handlers on a fiber.App of your own and call Start.
 func New(opts Options) (*Server, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err

@@ -87,7 +87,8 @@
 // text frame at a time with Conn.Handle, and send what it writes to its
 // Outbox back to the client. The app package does that over WebSocket,
 // with the sweeps and HTTP endpoints around it, and is what most programs
-// use; see the Example here for the engine on its own.
+// use. The package's Example (in its documentation page, or with go test
+// -run Example -v) drives the engine on its own.
 //
 // The engine keeps one instance of a session in memory at a time, owned by
 // one connection, and releases it when that connection closes. A client

@@ -12,7 +12,7 @@ import (
 	"github.com/livebolt/livebolt/storage"
 )
 
-// Defaults for Options fields left zero.
+// Defaults for the Options and Limits fields left zero.
 const (
 	DefaultMaxAge        = 30 * time.Minute
 	DefaultMaxAttempts   = 3
@@ -53,7 +53,7 @@ type Options struct {
 }
 
 // Limits bound what one client may send and hold. Zero fields take the
-// Default values above.
+// Default constants of the same name, such as DefaultMaxStateBytes.
 type Limits struct {
 	MaxKeyLength  int // characters of a mount key
 	MaxPropsBytes int // encoded size of mount props

@@ -38,7 +38,7 @@ func safely(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w (bbolt: %v)", ErrDamaged, r)
+			err = fmt.Errorf("%w (bbolt failed reading it: %v)", ErrDamaged, r)
 		}
 	}()
 	return fn()
@@ -89,7 +89,9 @@ func OpenReader(path string, lockTimeout time.Duration) (*Reader, error) {
 		return nil, fmt.Errorf("open database %s read-only (waited %s): %w: %w", path, lockTimeout, ErrLocked, err)
 	}
 	if err != nil {
-		return nil, describeOpenError(path, lockTimeout, err)
+		// describeOpenError advises a server's start-up; the tools read a
+		// file they were given.
+		return nil, fmt.Errorf("open database %s read-only: not a valid bbolt database file (%v); check the path: %w", path, err, ErrDamaged)
 	}
 	r := &Reader{db: db, path: path}
 	if err := view(db, r.readSchema); err != nil {
