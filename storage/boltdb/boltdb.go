@@ -248,16 +248,19 @@ type clientRecord struct {
 // CreateSession implements storage.Store. Concurrent session writes share
 // one transaction and one fsync (group commit).
 func (s *Store) CreateSession(sess *Session) error {
+	// Encoding happens before the write joins a group, in the caller's
+	// goroutine: the committer runs the groups one at a time.
+	record := sealRecord(sess)
+	ref, err := json.Marshal(storage.SessionRef{ID: sess.ID, Component: sess.Component, Fingerprint: sess.Fingerprint})
+	if err != nil {
+		return fmt.Errorf("encode ownership of session %s: %w", sess.ID, err)
+	}
 	return s.commits.write(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSessions).Get([]byte(sess.ID)) != nil {
 			return fmt.Errorf("create session %s: %w", sess.ID, storage.ErrExists)
 		}
-		if err := putSession(tx, sess, true, nil); err != nil {
+		if err := putSession(tx, sess, record, true, nil); err != nil {
 			return err
-		}
-		ref, err := json.Marshal(storage.SessionRef{ID: sess.ID, Component: sess.Component, Fingerprint: sess.Fingerprint})
-		if err != nil {
-			return fmt.Errorf("encode ownership of session %s: %w", sess.ID, err)
 		}
 		if err := put(tx, bucketOwner, ownerKey(sess.Owner, sess.ID), ref); err != nil {
 			return err
@@ -275,6 +278,7 @@ type Session = storage.Session
 
 // UpdateSession implements storage.Store, with group commit.
 func (s *Store) UpdateSession(sess *Session) error {
+	record := sealRecord(sess) // outside the group, as in CreateSession
 	return s.commits.write(func(tx *bolt.Tx) error {
 		old := tx.Bucket(bucketSessionKeys).Get([]byte(sess.ID))
 		if old == nil {
@@ -288,7 +292,7 @@ func (s *Store) UpdateSession(sess *Session) error {
 		if nanos, ok := indexedActivity(tx, []byte(sess.ID), old); ok {
 			oldActivity = activityKey(nanos, sess.ID)
 		}
-		return putSession(tx, sess, false, oldActivity)
+		return putSession(tx, sess, record, false, oldActivity)
 	})
 }
 
@@ -311,13 +315,11 @@ func indexedActivity(tx *bolt.Tx, id, keys []byte) ([]byte, bool) {
 // create its session_keys entry. That entry holds the owner and the
 // activity at creation, and is not rewritten by updates, so an update
 // dirties one B-tree page fewer. An update passes the by_activity key it
-// replaces as oldActivity, nil when there is none.
-func putSession(tx *bolt.Tx, sess *Session, create bool, oldActivity []byte) error {
-	value := encodeRecord(make([]byte, 4, 64+len(sess.Props)+len(sess.State)+len(sess.ID)*3), sess)
-	binary.BigEndian.PutUint32(value, crc32.Checksum(value[4:], castagnoli))
-
+// replaces as oldActivity, nil when there is none. record is sess as
+// sealRecord encodes it.
+func putSession(tx *bolt.Tx, sess *Session, record []byte, create bool, oldActivity []byte) error {
 	id := []byte(sess.ID)
-	if err := put(tx, bucketSessions, id, value); err != nil {
+	if err := put(tx, bucketSessions, id, record); err != nil {
 		return fmt.Errorf("write session %s: %w", sess.ID, err)
 	}
 	nanos := make([]byte, 8)
@@ -335,6 +337,14 @@ func putSession(tx *bolt.Tx, sess *Session, create bool, oldActivity []byte) err
 		return put(tx, bucketFailed, id, binary.AppendUvarint(nil, uint64(sess.FailedAttempts)))
 	}
 	return del(tx, bucketFailed, id)
+}
+
+// sealRecord returns the stored value of sess: its CRC-32C, then the
+// record.
+func sealRecord(sess *Session) []byte {
+	value := encodeRecord(make([]byte, 4, 64+len(sess.Props)+len(sess.State)+len(sess.ID)*3), sess)
+	binary.BigEndian.PutUint32(value, crc32.Checksum(value[4:], castagnoli))
+	return value
 }
 
 // GetSession implements storage.Store.
