@@ -70,8 +70,9 @@ func (c *Component[S]) Action(name string, fn ActionFunc[S]) *Component[S] {
 //
 // On hydrate, migrate gets the version and state JSON of an older snapshot,
 // and its result is stored as version v. The hydration gets the outdated
-// code when migrate is nil, returns an error or panics, and for a snapshot
-// newer than v, which a rollback leaves behind.
+// code when migrate is nil, returns an error, panics or takes longer than
+// Limits.MigrationTimeout, and for a snapshot newer than v, which a
+// rollback leaves behind.
 //
 // Write migrate as a switch on from, one case for each old shape still
 // stored, decoding with DecodeState and returning an error in the default

@@ -834,6 +834,32 @@ func (c *Conn) hydrateStored(msg *clientMessage) error {
 	return nil
 }
 
+// errMigrationTimeout is the error of a migration abandoned after
+// Limits.MigrationTimeout.
+var errMigrationTimeout = errors.New("migration did not return within the time limit")
+
+// runWithin runs fn, as safeRun does, in a goroutine of its own, and gives
+// up on it after d. fn then runs on, and its result is dropped.
+func runWithin(d time.Duration, fn func() (any, error)) (any, error) {
+	type outcome struct {
+		v   any
+		err error
+	}
+	done := make(chan outcome, 1) // buffered: an abandoned fn does not block
+	go func() {
+		v, err := safeRun(fn)
+		done <- outcome{v, err}
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case o := <-done:
+		return o.v, o.err
+	case <-timer.C:
+		return nil, fmt.Errorf("%w (%s)", errMigrationTimeout, d)
+	}
+}
+
 // migrateStored returns sess with its state migrated to the state version
 // of def, not yet signed or stored. The caller has verified the MAC of sess.
 func (c *Conn) migrateStored(def Definition, sess *storage.Session) (*storage.Session, *Error) {
@@ -842,7 +868,7 @@ func (c *Conn) migrateStored(def Definition, sess *storage.Session) (*storage.Se
 		err := fmt.Errorf("stored state version %d is newer than version %d of the component", from, to)
 		return nil, c.rejectOutdated(sess, def, err, "stored state of %q has version %d, newer than version %d of component %s on this server; mount it again", sess.ID, from, to, sess.Component)
 	}
-	state, err := safeRun(func() (any, error) { return def.migrate(from, sess.State) })
+	state, err := runWithin(c.engine.limits.MigrationTimeout, func() (any, error) { return def.migrate(from, sess.State) })
 	if err != nil {
 		return nil, c.rejectOutdated(sess, def, err, "stored state of %q has version %d, which component %s cannot migrate to version %d; mount it again", sess.ID, from, sess.Component, to)
 	}

@@ -26,6 +26,7 @@ const (
 	DefaultMaxInstancesPerClient = 50
 	DefaultMaxSessionsPerClient  = 200
 	DefaultMaxHydrations         = 16
+	DefaultMigrationTimeout      = 5 * time.Second
 )
 
 // Options configures an Engine. Store, Registry and Secret are required.
@@ -77,6 +78,13 @@ type Limits struct {
 	// The others wait their turn, so a reconnect storm after a restart
 	// queues instead of competing with live calls for the database.
 	MaxHydrations int
+
+	// MigrationTimeout bounds one StateVersion migration. A migration that
+	// takes longer is abandoned: the hydration gets outdated and frees its
+	// place at once, and the migration's result, when it comes, is
+	// dropped. Go cannot stop the migration's goroutine, so it runs on
+	// until the migration returns.
+	MigrationTimeout time.Duration
 }
 
 func (l *Limits) fill() {
@@ -107,6 +115,9 @@ func (l *Limits) fill() {
 	if l.MaxHydrations == 0 {
 		l.MaxHydrations = DefaultMaxHydrations
 	}
+	if l.MigrationTimeout == 0 {
+		l.MigrationTimeout = DefaultMigrationTimeout
+	}
 }
 
 func (l *Limits) validate() error {
@@ -115,7 +126,7 @@ func (l *Limits) validate() error {
 		"MaxStateBytes": float64(l.MaxStateBytes), "MaxArgs": float64(l.MaxArgs),
 		"MessagesPerSecond": l.MessagesPerSecond, "MessageBurst": float64(l.MessageBurst),
 		"MaxInstancesPerClient": float64(l.MaxInstancesPerClient), "MaxSessionsPerClient": float64(l.MaxSessionsPerClient),
-		"MaxHydrations": float64(l.MaxHydrations),
+		"MaxHydrations": float64(l.MaxHydrations), "MigrationTimeout": float64(l.MigrationTimeout),
 	} {
 		if v < 0 {
 			return fmt.Errorf("live: Limits.%s is %v, must not be negative", name, v)

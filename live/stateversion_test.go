@@ -71,6 +71,12 @@ type versionRun struct {
 // startVersionRun opens path and starts an engine offering def.
 func startVersionRun(t *testing.T, path string, def Definition) *versionRun {
 	t.Helper()
+	return startVersionRunWith(t, path, def, Limits{MaxStateBytes: 1024})
+}
+
+// startVersionRunWith is startVersionRun with the given limits.
+func startVersionRunWith(t *testing.T, path string, def Definition, limits Limits) *versionRun {
+	t.Helper()
 	reg := NewRegistry()
 	if err := reg.Register(def); err != nil {
 		t.Fatal(err)
@@ -84,7 +90,7 @@ func startVersionRun(t *testing.T, path string, def Definition) *versionRun {
 	clk := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	e, err := New(Options{
 		Store: store, Registry: reg, Secret: []byte(strings.Repeat("k", 32)),
-		MaxAge: time.Minute, Now: clk.Now, Limits: Limits{MaxStateBytes: 1024},
+		MaxAge: time.Minute, Now: clk.Now, Limits: limits,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 	})
 	if err != nil {
@@ -445,4 +451,38 @@ func TestStateVersionForgottenCaseIsOutdated(t *testing.T) {
 	run3 := startVersionRun(t, path, tallyTwo(2, fromZero))
 	_, r := hydrateTally(t, run3, m)
 	wantOutdated(t, run3, m, r, 1)
+}
+
+// TestStateVersionSlowMigrationIsAbandoned checks that a migration that
+// does not return within MigrationTimeout gets outdated at once, and that
+// its late result is dropped rather than stored.
+func TestStateVersionSlowMigrationIsAbandoned(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "live.db")
+	m := mountTally(t, startVersionRun(t, path, tallyOne()), true)
+	release := make(chan struct{})
+	returned := make(chan struct{})
+	slow := func(uint32, json.RawMessage) (tallyV2, error) {
+		defer close(returned)
+		<-release
+		return tallyV2{Total: 99, Step: 1}, nil
+	}
+	run2 := startVersionRunWith(t, path, tallyTwo(1, slow), Limits{MaxStateBytes: 1024, MigrationTimeout: 100 * time.Millisecond})
+	start := time.Now()
+	_, r := hydrateTally(t, run2, m)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("hydrate took %s with a migration limit of 100 ms", took)
+	}
+	wantOutdated(t, run2, m, r, 0)
+	if !strings.Contains(run2.logs.String(), "did not return within the time limit") {
+		t.Errorf("the log does not say the migration timed out:\n%s", run2.logs.String())
+	}
+	close(release)
+	<-returned
+	stored, err := run2.store.GetSession(m.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.StateVersion != 0 || strings.Contains(string(stored.State), "99") {
+		t.Errorf("the abandoned migration's result was stored: version %d, state %s", stored.StateVersion, stored.State)
+	}
 }
