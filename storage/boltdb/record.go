@@ -77,7 +77,13 @@ func decodeRecord(body []byte) (*Session, error) {
 	s.Version = r.uvarint()
 	s.CreatedAt = time.Unix(0, r.varint()).UTC()
 	s.LastActivity = time.Unix(0, r.varint()).UTC()
-	s.FailedAttempts = int(r.uvarint())
+	attempts := r.uvarint()
+	if attempts > math.MaxInt32 {
+		// No server counts that far: max attempts stops the count long
+		// before. Decoded into an int it would turn negative.
+		return nil, fmt.Errorf("failed attempts %d is above the int32 range", attempts)
+	}
+	s.FailedAttempts = int(attempts)
 	if body[0] == recordBinaryStateVersion {
 		v := r.uvarint()
 		if v > math.MaxUint32 {

@@ -104,3 +104,19 @@ func TestGetSessionReadsLegacyRecord(t *testing.T) {
 		t.Errorf("legacy record read as %+v", got)
 	}
 }
+
+func TestRecordFailedAttemptsOutOfRange(t *testing.T) {
+	sess := newSession("s", "o", time.Unix(1, 0))
+	sess.FailedAttempts = math.MaxInt32
+	if got, err := decodeRecord(encodeRecord(nil, sess)); err != nil || got.FailedAttempts != math.MaxInt32 {
+		t.Fatalf("failed attempts at the int32 limit: %v, %+v", err, got)
+	}
+	// Encode 2^63, which an int would read as a negative count.
+	body := encodeRecord(nil, sess)
+	huge := binary.AppendUvarint(nil, 1<<63)
+	limit := binary.AppendUvarint(nil, math.MaxInt32)
+	body = append(body[:len(body)-len(limit)], huge...)
+	if _, err := decodeRecord(body); err == nil {
+		t.Error("a record with 2^63 failed attempts decoded")
+	}
+}
