@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livebolt/livebolt/storage"
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestGroupCommitSharesTransactions(t *testing.T) {
@@ -215,5 +216,81 @@ func TestOnCommitCountsGroupedWrites(t *testing.T) {
 	t.Logf("%d writes in %d commits", created, len(log.writes))
 	if got := log.totalWrites(); got != created {
 		t.Errorf("OnCommit reported %d writes, %d sessions were created", got, created)
+	}
+}
+
+// TestGroupWithTwoWritesOfOneSession queues several writes of one session
+// behind a held write lock, so that they share one commit group, and
+// checks that every bucket's stored key count still equals its keys.
+func TestGroupWithTwoWritesOfOneSession(t *testing.T) {
+	s := openTest(t)
+	at := time.Unix(1000, 0).UTC()
+	mustCreate(t, s, newSession("warm", "w", at))
+
+	// runGroup holds the write lock while the writes queue up: the first
+	// becomes a group of its own, the rest share the next one.
+	runGroup := func(writes ...func() error) {
+		t.Helper()
+		release := make(chan struct{})
+		held := make(chan struct{})
+		go func() {
+			_ = s.DB().Update(func(*bolt.Tx) error {
+				close(held)
+				<-release
+				return nil
+			})
+		}()
+		<-held
+		errs := make(chan error, len(writes)+1)
+		go func() { errs <- s.UpdateSession(newSession("warm", "w", at)) }()
+		time.Sleep(50 * time.Millisecond) // the committer now waits for the lock with that group
+		for _, w := range writes {
+			go func() { errs <- w() }()
+			time.Sleep(20 * time.Millisecond) // queued in this order, behind it
+		}
+		close(release)
+		for range len(writes) + 1 {
+			if err := <-errs; err != nil {
+				t.Fatalf("write in the group: %v", err)
+			}
+		}
+	}
+	checkCounts := func(step string) {
+		t.Helper()
+		err := s.DB().View(func(tx *bolt.Tx) error {
+			for _, name := range dataBuckets() {
+				if got, want := readCount(tx, name), tx.Bucket(name).Stats().KeyN; got != want {
+					t.Errorf("%s: %s count %d, keys %d", step, name, got, want)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	runGroup(
+		func() error { return s.CreateSession(newSession("a", "o", at)) },
+		func() error { return s.UpdateSession(newSession("a", "o", at)) },
+	)
+	checkCounts("create and update at the same activity")
+	runGroup(
+		func() error { return s.UpdateSession(newSession("a", "o", at.Add(time.Second))) },
+		func() error { return s.UpdateSession(newSession("a", "o", at.Add(2*time.Second))) },
+	)
+	checkCounts("two updates")
+	runGroup(
+		func() error { return s.CreateSession(newSession("b", "o", at)) },
+		func() error { return s.DeleteSession("b") },
+	)
+	checkCounts("create and delete")
+	var activity int
+	_ = s.DB().View(func(tx *bolt.Tx) error {
+		activity = tx.Bucket(bucketActivity).Stats().KeyN
+		return nil
+	})
+	if activity != 2 {
+		t.Errorf("by_activity has %d keys for the 2 sessions left", activity)
 	}
 }

@@ -59,13 +59,19 @@ func del(tx *bolt.Tx, bucket, k []byte) error {
 	return adjustCount(tx, bucket, -1)
 }
 
+// emptyValue is the value of index keys that carry none. It must not be
+// nil: bbolt's Get returns nil for a key Put with a nil value earlier in
+// the same transaction, so put, del and rekey would take the key for
+// missing when two writes of one session share a commit group.
+var emptyValue = []byte{}
+
 // rekey replaces the key old with next, with an empty value, in a data
 // bucket. When old is there, the bucket's count does not change, so the
 // count key in meta is neither read nor written.
 func rekey(tx *bolt.Tx, bucket, old, next []byte) error {
 	b := tx.Bucket(bucket)
 	if old == nil || b.Get(old) == nil {
-		return put(tx, bucket, next, nil)
+		return put(tx, bucket, next, emptyValue)
 	}
 	if bytes.Equal(old, next) {
 		return nil
@@ -77,7 +83,7 @@ func rekey(tx *bolt.Tx, bucket, old, next []byte) error {
 		// Both were there: one key fewer.
 		return adjustCount(tx, bucket, -1)
 	}
-	if err := b.Put(next, nil); err != nil {
+	if err := b.Put(next, emptyValue); err != nil {
 		return fmt.Errorf("write %s key: %w", bucket, err)
 	}
 	return nil
