@@ -213,6 +213,7 @@ func TestBackupSlots(t *testing.T) {
 		if !resp.Close {
 			t.Errorf("backup %d: the response keeps the connection open", i+1)
 		}
+		waitSlots(t, s, 0)
 	}
 	// Take every slot, as downloads in progress would.
 	for range maxBackups {
@@ -226,8 +227,20 @@ func TestBackupSlots(t *testing.T) {
 	if resp, _ := s.rawRequest(t, http.MethodGet, "/api/admin/backup", "", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("backup after a slot was freed: status %d", resp.StatusCode)
 	}
-	if n := len(s.backupSlots); n != maxBackups-1 {
-		t.Errorf("%d slots taken after the downloads ended, want the %d the test holds", n, maxBackups-1)
+	waitSlots(t, s, maxBackups-1)
+}
+
+// waitSlots waits up to 2 s for want backup slots to be taken. The server
+// frees a slot once it has closed the stream, which may be just after the
+// client read the last byte.
+func waitSlots(t *testing.T, s *testServer, want int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for len(s.backupSlots) != want && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := len(s.backupSlots); n != want {
+		t.Errorf("%d backup slots taken 2 s after the downloads ended, want %d", n, want)
 	}
 }
 

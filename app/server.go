@@ -235,6 +235,7 @@ type Server struct {
 	// metricsHandler serves MetricsHandler.
 	metricsHandler fiber.Handler
 	startOnce      sync.Once
+	serveDone      chan struct{} // closed when Serve returns; nil before Serve
 
 	mu      sync.Mutex
 	conns   map[*wsConn]struct{}
@@ -370,6 +371,16 @@ func (s *Server) Start() {
 // Mount) on ln until Shutdown, with a fiber.App of its own. It returns nil
 // after a Shutdown. Call it at most once.
 func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	done := make(chan struct{})
+	s.serveDone = done
+	s.mu.Unlock()
+	defer close(done)
+
 	s.Start()
 	s.log.Info("listening", "addr", ln.Addr().String())
 	err := s.fiber.Listener(ln)
@@ -380,6 +391,25 @@ func (s *Server) Serve(ln net.Listener) error {
 		return nil
 	}
 	return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+}
+
+// StopFiber shuts web down and waits until its Listener returns, which it
+// reports on served. fasthttp's Shutdown does nothing while Serve has not
+// yet registered its listener, as when a signal arrives right after
+// start-up, and Serve would then run on; so the shutdown is repeated until
+// Listener has returned or ctx is done. A program that runs livebolt on
+// its own fiber.App calls it after Server.Shutdown.
+func StopFiber(ctx context.Context, web *fiber.App, served <-chan struct{}) error {
+	for {
+		err := web.ShutdownWithContext(ctx)
+		select {
+		case <-served:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("stop http server: listener still serving: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Shutdown stops the server gracefully. New WebSocket upgrades are rejected.
@@ -412,7 +442,15 @@ func (s *Server) shutdown(ctx context.Context) error {
 	if err := waitGroup(ctx, &s.wsDone); err != nil {
 		errs = append(errs, fmt.Errorf("close websockets: %w", err))
 	}
-	if err := s.fiber.ShutdownWithContext(ctx); err != nil {
+	s.mu.Lock()
+	serveDone := s.serveDone
+	s.mu.Unlock()
+	if serveDone == nil {
+		// Never served: nothing listens, and no Serve can start now.
+		if err := s.fiber.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop http server: %w", err))
+		}
+	} else if err := StopFiber(ctx, s.fiber, serveDone); err != nil {
 		errs = append(errs, fmt.Errorf("stop http server: %w", err))
 	}
 	if err := s.jobs.Stop(ctx); err != nil {

@@ -295,6 +295,11 @@ func TestShutdownClosesWith1012AfterInFlightReplies(t *testing.T) {
 
 func TestUpgradeRefusedDuringShutdown(t *testing.T) {
 	s := startServer(t, Options{})
+	// Serve is running once a request is answered; a Serve that starts
+	// after closing is set returns at once.
+	if status, _ := s.get(t, "/api/memory/health"); status != http.StatusOK {
+		t.Fatalf("health before the test: status %d", status)
+	}
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
@@ -735,5 +740,37 @@ func TestFloodingClientDoesNotSlowOthers(t *testing.T) {
 	}
 	if ratio > 5 {
 		t.Errorf("flood slowed the other client's calls %.1fx, want at most 5x", ratio)
+	}
+}
+
+// TestShutdownRightAfterServe calls Shutdown at once after starting Serve,
+// before it can have registered its listener, and checks that Serve
+// returns instead of serving on with the store closed.
+func TestShutdownRightAfterServe(t *testing.T) {
+	for i := range 20 {
+		srv, err := New(Options{DataDir: t.TempDir(), NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("round %d: shutdown: %v", i+1, err)
+		}
+		cancel()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("round %d: serve: %v", i+1, err)
+			}
+		case <-time.After(5 * time.Second):
+			_ = ln.Close()
+			t.Fatalf("round %d: Serve still running 5 s after Shutdown", i+1)
+		}
 	}
 }

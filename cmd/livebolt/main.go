@@ -366,13 +366,17 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	srv.Start()
 
-	served := make(chan error, 1)
+	var serveErr error
+	listenerDone := make(chan struct{})
 	log.Info("listening", "addr", ln.Addr().String())
-	go func() { served <- web.Listener(ln) }()
+	go func() {
+		serveErr = web.Listener(ln)
+		close(listenerDone)
+	}()
 
 	select {
-	case err := <-served:
-		log.Error("server stopped unexpectedly", "err", fmt.Errorf("serve on %s: %w", ln.Addr(), err))
+	case <-listenerDone:
+		log.Error("server stopped unexpectedly", "err", fmt.Errorf("serve on %s: %w", ln.Addr(), serveErr))
 		_ = srv.Close()
 		return 1
 	case sig := <-signals:
@@ -385,13 +389,16 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		log.Error("shutdown incomplete", "err", err)
 		code = 1
 	}
-	if err := web.ShutdownWithContext(ctx); err != nil {
+	if err := app.StopFiber(ctx, web, listenerDone); err != nil {
 		log.Error("stop http server", "err", err)
 		code = 1
 	}
-	if err := <-served; err != nil {
-		log.Error("serve returned an error during shutdown", "err", err)
+	select {
+	case <-listenerDone: // serveErr is set
+		if serveErr != nil {
+			log.Error("serve returned an error during shutdown", "err", serveErr)
+		}
+	default:
 	}
 	return code
-
 }
