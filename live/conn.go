@@ -838,15 +838,23 @@ func (c *Conn) hydrateStored(msg *clientMessage) error {
 // Limits.MigrationTimeout.
 var errMigrationTimeout = errors.New("migration did not return within the time limit")
 
+// errMigrationRunning is the error of a hydration whose session is still
+// being migrated by an abandoned migration.
+var errMigrationRunning = errors.New("an earlier migration of this session is still running")
+
 // runWithin runs fn, as safeRun does, in a goroutine of its own, and gives
-// up on it after d. fn then runs on, and its result is dropped.
-func runWithin(d time.Duration, fn func() (any, error)) (any, error) {
+// up on it after d. fn then runs on, and its result is dropped. finished,
+// when not nil, is called once fn has returned, abandoned or not.
+func runWithin(d time.Duration, fn func() (any, error), finished func()) (any, error) {
 	type outcome struct {
 		v   any
 		err error
 	}
 	done := make(chan outcome, 1) // buffered: an abandoned fn does not block
 	go func() {
+		if finished != nil {
+			defer finished()
+		}
 		v, err := safeRun(fn)
 		done <- outcome{v, err}
 	}()
@@ -868,7 +876,24 @@ func (c *Conn) migrateStored(def Definition, sess *storage.Session) (*storage.Se
 		err := fmt.Errorf("stored state version %d is newer than version %d of the component", from, to)
 		return nil, c.rejectOutdated(sess, def, err, "stored state of %q has version %d, newer than version %d of component %s on this server; mount it again", sess.ID, from, to, sess.Component)
 	}
-	state, err := runWithin(c.engine.limits.MigrationTimeout, func() (any, error) { return def.migrate(from, sess.State) })
+	// One migration per session at a time: hydrations repeated while an
+	// abandoned one runs on would otherwise each start another.
+	e := c.engine
+	e.mu.Lock()
+	running := e.migrating[sess.ID]
+	if !running {
+		e.migrating[sess.ID] = true
+	}
+	e.mu.Unlock()
+	if running {
+		return nil, c.rejectOutdated(sess, def, errMigrationRunning, "stored state of %q is still being migrated by an earlier hydration that timed out; try again later or mount it again", sess.ID)
+	}
+	finished := func() {
+		e.mu.Lock()
+		delete(e.migrating, sess.ID)
+		e.mu.Unlock()
+	}
+	state, err := runWithin(e.limits.MigrationTimeout, func() (any, error) { return def.migrate(from, sess.State) }, finished)
 	if err != nil {
 		return nil, c.rejectOutdated(sess, def, err, "stored state of %q has version %d, which component %s cannot migrate to version %d; mount it again", sess.ID, from, sess.Component, to)
 	}

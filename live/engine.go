@@ -160,6 +160,7 @@ type Engine struct {
 	conns     map[*Conn]struct{}
 	perClient map[string]int           // attached instances by client id
 	hydrating map[string]chan struct{} // closed when the hydration of an id from the store ends
+	migrating map[string]bool          // ids whose StateVersion migration is running
 	admission chan struct{}            // one slot per hydration from the store in progress
 
 	rejectMu  sync.Mutex
@@ -234,6 +235,7 @@ func New(opts Options) (*Engine, error) {
 		perClient: map[string]int{},
 		rejectLog: map[string]*logWindow{},
 		hydrating: map[string]chan struct{}{},
+		migrating: map[string]bool{},
 		admission: make(chan struct{}, opts.Limits.MaxHydrations),
 		rejected:  map[string]uint64{},
 	}, nil

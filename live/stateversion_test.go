@@ -486,3 +486,48 @@ func TestStateVersionSlowMigrationIsAbandoned(t *testing.T) {
 		t.Errorf("the abandoned migration's result was stored: version %d, state %s", stored.StateVersion, stored.State)
 	}
 }
+
+// TestStateVersionOneMigrationPerSession hydrates one session again and
+// again while its abandoned migration still runs, and checks that no
+// second migration starts until the first returns.
+func TestStateVersionOneMigrationPerSession(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "live.db")
+	m := mountTally(t, startVersionRun(t, path, tallyOne()), true)
+	release := make(chan struct{})
+	var started atomic.Int32
+	blocking := func(uint32, json.RawMessage) (tallyV2, error) {
+		if started.Add(1) == 1 {
+			<-release
+		}
+		return tallyV2{Total: 5, Step: 1}, nil
+	}
+	run2 := startVersionRunWith(t, path, tallyTwo(1, blocking), Limits{MaxStateBytes: 1024, MigrationTimeout: 20 * time.Millisecond})
+	c := run2.connect()
+	c.hello(m.token)
+	for i := range 10 {
+		r := c.hydrate(m.id, m.fingerprint)
+		wantError(t, r, CodeOutdated, true)
+		if i > 0 && !strings.Contains(r["message"].(string), "still being migrated") {
+			t.Errorf("hydration %d while the first migration runs: %q", i+1, r["message"])
+		}
+	}
+	if n := started.Load(); n != 1 {
+		t.Fatalf("%d migrations started for one session, want 1", n)
+	}
+	close(release)
+	// Once the first returns, a hydration migrates again, and succeeds.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := c.hydrate(m.id, m.fingerprint)
+		if r["type"] == TypeState {
+			if stateOf(t, r)["total"] != float64(5) {
+				t.Errorf("migrated state: %v", r)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hydrate still fails 5 s after the first migration returned: %v", r)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -96,6 +96,7 @@ var flagEnv = map[string]string{
 	"log-level":                 "LIVEBOLT_LOG_LEVEL",
 	"log-format":                "LIVEBOLT_LOG_FORMAT",
 	"pprof":                     "LIVEBOLT_PPROF",
+	"migration-timeout":         "LIVEBOLT_MIGRATION_TIMEOUT",
 }
 
 func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
@@ -126,6 +127,8 @@ func newFlagSet(cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.limits.MaxPropsBytes, "max-props-bytes", live.DefaultMaxPropsBytes, "largest encoded mount props in `bytes`")
 	fs.IntVar(&cfg.limits.MaxArgs, "max-args", live.DefaultMaxArgs, "most `arguments` in one call")
 	fs.IntVar(&cfg.limits.MaxKeyLength, "max-key-length", live.DefaultMaxKeyLength, "longest mount key in `characters`")
+	cfg.limits.MigrationTimeout = live.DefaultMigrationTimeout
+	fs.Var((*durationFlag)(&cfg.limits.MigrationTimeout), "migration-timeout", "`duration` a component's state migration may take on hydrate before the hydration gets outdated")
 	fs.IntVar(&cfg.limits.MaxHydrations, "max-hydrations", live.DefaultMaxHydrations, "hydrations from the database that run at once; more wait their turn")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
@@ -219,6 +222,8 @@ func (cfg *config) validate() error {
 		return fmt.Errorf("invalid --max-frame-bytes %d: must be at least 512", cfg.maxFrameBytes)
 	case cfg.shutdownTimeout <= 0:
 		return fmt.Errorf("invalid --shutdown-timeout %s: must be positive", cfg.shutdownTimeout)
+	case cfg.limits.MigrationTimeout <= 0:
+		return fmt.Errorf("invalid --migration-timeout %s: must be positive", cfg.limits.MigrationTimeout)
 	case cfg.idleTimeout <= 0 || cfg.pingInterval <= 0 || cfg.helloTimeout <= 0:
 		return errors.New("invalid --idle-timeout, --ping-interval or --hello-timeout: each must be positive")
 	case cfg.pingInterval >= cfg.idleTimeout:

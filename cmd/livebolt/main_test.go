@@ -51,6 +51,7 @@ func TestParseConfigRejectsBadInput(t *testing.T) {
 		{"env number", nil, map[string]string{"LIVEBOLT_MAX_MESSAGES_PER_SECOND": "fast"}, "use a number, such as 100"},
 		{"zero max-age", []string{"--max-age", "0s"}, nil, "--max-age"},
 		{"zero attempts", []string{"--max-attempts", "0"}, nil, "--max-attempts"},
+		{"zero migration timeout", []string{"--migration-timeout", "0s"}, nil, "--migration-timeout"},
 		{"bad cron", []string{"--age-sweep", "every 5m"}, nil, "--age-sweep"},
 		{"bad failed cron", nil, map[string]string{"LIVEBOLT_FAILED_SWEEP": "* *"}, "--failed-sweep"},
 		{"origin without scheme", []string{"--allowed-origins", "http://ok.example,localhost:3000"}, nil, `"localhost:3000"`},
