@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"time"
 
@@ -64,10 +65,29 @@ func (s *Server) backup(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+name+`"`)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	// The deadline stays on the connection after the response, so the
-	// connection is closed with it.
-	if err := c.Context().Conn().SetWriteDeadline(time.Now().Add(backupWriteTimeout(size))); err != nil {
+	// connection is closed with it. A fiber.Config.WriteTimeout of the
+	// embedding program replaces it once this handler returns.
+	conn := c.Context().Conn()
+	if err := conn.SetWriteDeadline(time.Now().Add(backupWriteTimeout(size))); err != nil {
 		_ = file.Close()
 		return fmt.Errorf("set the write deadline of the backup download: %w", err)
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		_ = file.Close()
+		return fiber.NewError(fiber.StatusServiceUnavailable, "the server is shutting down; retry the backup after it restarts")
+	}
+	if s.backupConns == nil {
+		s.backupConns = map[net.Conn]struct{}{}
+	}
+	s.backupConns[conn] = struct{}{}
+	s.mu.Unlock()
+	file.release = func() {
+		s.mu.Lock()
+		delete(s.backupConns, conn)
+		s.mu.Unlock()
+		<-s.backupSlots
 	}
 	c.Context().SetConnectionClose()
 	// fasthttp closes the stream, which removes the file and frees the

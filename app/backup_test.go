@@ -265,31 +265,8 @@ func TestBackupStalledClientCutOff(t *testing.T) {
 	t.Cleanup(func() { backupWriteGrace, backupMinRate = grace, rate })
 
 	s := startServer(t, Options{NoSync: true})
-	blob := json.RawMessage(`{"blob":"` + strings.Repeat("x", 200<<10) + `"}`)
-	now := time.Now().UTC()
-	for i := range 200 {
-		err := s.store.CreateSession(&storage.Session{
-			ID: fmt.Sprintf("big.%04d", i), Component: "counter", Owner: "stalled-test",
-			Props: json.RawMessage(`{}`), State: blob, Version: 1, CreatedAt: now, LastActivity: now,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	conn, err := net.Dial("tcp", s.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := startStalledBackup(t, s)
 	defer conn.Close()
-	// A small receive buffer, so the server's writes block soon.
-	_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
-	if _, err := conn.Write([]byte("GET /api/admin/backup HTTP/1.1\r\nHost: " + s.addr + "\r\n\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	head := make([]byte, 512)
-	if _, err := conn.Read(head); err != nil || !strings.HasPrefix(string(head), "HTTP/1.1 200") {
-		t.Fatalf("backup response head: %q, %v", head, err)
-	}
 	// Read nothing more for longer than the deadline.
 	time.Sleep(2 * time.Second)
 	deadline := time.Now().Add(10 * time.Second)
@@ -305,5 +282,58 @@ func TestBackupStalledClientCutOff(t *testing.T) {
 			t.Fatal("the server still has the stalled download's connection open")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startStalledBackup fills s with a database larger than the socket
+// buffers, starts a backup download with a small receive buffer, reads
+// only the response head and returns the connection, which reads nothing
+// more.
+func startStalledBackup(t *testing.T, s *testServer) net.Conn {
+	t.Helper()
+	blob := json.RawMessage(`{"blob":"` + strings.Repeat("x", 200<<10) + `"}`)
+	now := time.Now().UTC()
+	for i := range 200 {
+		err := s.store.CreateSession(&storage.Session{
+			ID: fmt.Sprintf("big.%04d", i), Component: "counter", Owner: "stalled-test",
+			Props: json.RawMessage(`{}`), State: blob, Version: 1, CreatedAt: now, LastActivity: now,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A small receive buffer, so the server's writes block soon.
+	_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := conn.Write([]byte("GET /api/admin/backup HTTP/1.1\r\nHost: " + s.addr + "\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 512)
+	if _, err := conn.Read(head); err != nil || !strings.HasPrefix(string(head), "HTTP/1.1 200") {
+		t.Fatalf("backup response head: %q, %v", head, err)
+	}
+	return conn
+}
+
+// TestShutdownCutsBackupDownload checks that a backup download in progress
+// does not hold Shutdown until the download's own deadline.
+func TestShutdownCutsBackupDownload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a 40 MB database")
+	}
+	s := startServer(t, Options{NoSync: true})
+	conn := startStalledBackup(t, s)
+	defer conn.Close()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown with a backup download in progress: %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("shutdown took %s with a backup download in progress", took)
 	}
 }

@@ -53,7 +53,9 @@ func (s *Server) MountMemoryAPI(r fiber.Router) {
 // MountAdminAPI adds the admin endpoints under r: GET backup, a
 // consistent copy of the database file. They are protected like cleanup:
 // the bearer Options.AdminToken, or loopback callers only when it is
-// empty.
+// empty. A download must keep up 1 MiB/s after its first minute; a
+// fiber.Config.WriteTimeout of the embedding app replaces that deadline,
+// so leave it unset or longer than a backup takes.
 //
 //	srv.MountAdminAPI(web.Group("/ops/admin"))
 func (s *Server) MountAdminAPI(r fiber.Router) {

@@ -244,6 +244,7 @@ type Server struct {
 	backups sync.WaitGroup // one per open backup snapshot
 	// backupSlots holds one token per backup being spooled or sent.
 	backupSlots chan struct{}
+	backupConns map[net.Conn]struct{} // connections sending a backup; guarded by mu
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -432,6 +433,12 @@ func (s *Server) shutdown(ctx context.Context) error {
 	open := make([]*wsConn, 0, len(s.conns))
 	for c := range s.conns {
 		open = append(open, c)
+	}
+	// A backup download would hold the HTTP server's shutdown until its
+	// own deadline, a minute or more: cut it now. The client sees fewer
+	// bytes than Content-Length.
+	for conn := range s.backupConns {
+		_ = conn.SetWriteDeadline(time.Now())
 	}
 	s.mu.Unlock()
 
