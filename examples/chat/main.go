@@ -208,16 +208,17 @@ func (s *chatServer) stop(ctx context.Context) error {
 	if err := s.srv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("shut down livebolt: %w", err))
 	}
-	if err := s.web.ShutdownWithContext(ctx); err != nil {
+	// StopFiber repeats fiber's shutdown until Listener has returned, also
+	// when stop comes before Listener has started serving.
+	if err := app.StopFiber(ctx, s.web, s.done); err != nil {
 		errs = append(errs, fmt.Errorf("shut down http server on %s: %w", s.addr, err))
 	}
 	select {
-	case <-s.done:
+	case <-s.done: // serveErr is set
 		if s.serveErr != nil {
 			errs = append(errs, fmt.Errorf("serve on %s: %w", s.addr, s.serveErr))
 		}
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("wait for http server on %s to stop: %w", s.addr, ctx.Err()))
+	default:
 	}
 	return errors.Join(errs...)
 }
