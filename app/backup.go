@@ -12,14 +12,13 @@ import (
 	"github.com/livebolt/livebolt/storage"
 )
 
-// Limits of backup downloads. Each download holds a deleted but open copy
-// of the database in the data folder until it ends, so their number is
-// capped, and a client that stops reading is cut off: the download must
-// keep at least backupMinRate after a first backupWriteGrace.
+// maxBackups bounds the backup downloads at once. Each holds a deleted but
+// open copy of the database in the data folder until it ends.
 const maxBackups = 2
 
-// backupWriteGrace and backupMinRate (bytes per second) are variables so
-// that a test can shorten the deadline.
+// A client that stops reading a backup is cut off: after backupWriteGrace
+// the download must keep up backupMinRate bytes per second. They are
+// variables so that a test can shorten the deadline.
 var (
 	backupWriteGrace = time.Minute
 	backupMinRate    = int64(1 << 20)
@@ -42,6 +41,7 @@ func (s *Server) backup(c *fiber.Ctx) error {
 	if !ok {
 		return fiber.NewError(fiber.StatusNotImplemented, "backup is not implemented by this server's store; only the bbolt store can be backed up")
 	}
+
 	select {
 	case s.backupSlots <- struct{}{}:
 	default:
@@ -51,6 +51,7 @@ func (s *Server) backup(c *fiber.Ctx) error {
 		<-s.backupSlots
 		return fiber.NewError(fiber.StatusServiceUnavailable, "the server is shutting down; retry the backup after it restarts")
 	}
+
 	begin := time.Now()
 	file, size, err := s.spoolBackup(backuper)
 	s.backups.Done()
@@ -59,40 +60,48 @@ func (s *Server) backup(c *fiber.Ctx) error {
 		return err
 	}
 	file.release = func() { <-s.backupSlots }
+
 	name := "livebolt-" + begin.UTC().Format("20060102T150405Z") + ".db"
 	s.log.Info("backup taken", "bytes", size, "spool_duration", time.Since(begin))
 	c.Set(fiber.HeaderContentType, fiber.MIMEOctetStream)
 	c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+name+`"`)
 	c.Set(fiber.HeaderCacheControl, "no-store")
-	// The deadline stays on the connection after the response, so the
-	// connection is closed with it. A fiber.Config.WriteTimeout of the
-	// embedding program replaces it once this handler returns.
-	conn := c.Context().Conn()
-	if err := conn.SetWriteDeadline(time.Now().Add(backupWriteTimeout(size))); err != nil {
+
+	if err := s.trackDownload(c.Context().Conn(), file, size); err != nil {
 		_ = file.Close()
+		return err
+	}
+	c.Context().SetConnectionClose()
+	// fasthttp closes the stream, which removes the file and frees the
+	// slot, once the response is written or dropped.
+	return c.SendStream(file, int(size))
+}
+
+// trackDownload sets the write deadline of a backup download on conn and
+// registers conn, so that Shutdown can cut it. Closing file releases both.
+// The deadline stays on the connection after the response, so the handler
+// closes the connection with it. A fiber.Config.WriteTimeout of the
+// embedding program replaces it once the handler returns.
+func (s *Server) trackDownload(conn net.Conn, file *spoolFile, size int64) error {
+	if err := conn.SetWriteDeadline(time.Now().Add(backupWriteTimeout(size))); err != nil {
 		return fmt.Errorf("set the write deadline of the backup download: %w", err)
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closing {
-		s.mu.Unlock()
-		_ = file.Close()
 		return fiber.NewError(fiber.StatusServiceUnavailable, "the server is shutting down; retry the backup after it restarts")
 	}
 	if s.backupConns == nil {
 		s.backupConns = map[net.Conn]struct{}{}
 	}
 	s.backupConns[conn] = struct{}{}
-	s.mu.Unlock()
 	file.release = func() {
 		s.mu.Lock()
 		delete(s.backupConns, conn)
 		s.mu.Unlock()
 		<-s.backupSlots
 	}
-	c.Context().SetConnectionClose()
-	// fasthttp closes the stream, which removes the file and frees the
-	// slot, once the response is written or dropped.
-	return c.SendStream(file, int(size))
+	return nil
 }
 
 // beginBackup counts a backup in s.backups unless the server is shutting

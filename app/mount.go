@@ -34,8 +34,9 @@ func (s *Server) FiberConfig() fiber.Config {
 //
 //	web.Get("/ws", srv.LiveHandler())
 //
-// It answers a request that is not a WebSocket upgrade with 426, one from a
-// foreign Origin with 403, and any request after Shutdown with 503.
+// It responds with 426 to a request that is not a WebSocket upgrade, with
+// 403 to one from a foreign Origin, and with 503 to any request after
+// Shutdown.
 func (s *Server) LiveHandler() fiber.Handler { return s.upgradeLive }
 
 // MountMemoryAPI adds the memory endpoints under r: GET stats, GET health
@@ -43,7 +44,7 @@ func (s *Server) LiveHandler() fiber.Handler { return s.upgradeLive }
 //
 //	srv.MountMemoryAPI(web.Group("/ops/memory"))
 //
-// After Shutdown they answer 503.
+// After Shutdown they respond with 503.
 func (s *Server) MountMemoryAPI(r fiber.Router) {
 	r.Get("/stats", s.whileOpen, s.stats)
 	r.Get("/health", s.whileOpen, s.health)
@@ -53,9 +54,9 @@ func (s *Server) MountMemoryAPI(r fiber.Router) {
 // MountAdminAPI adds the admin endpoints under r: GET backup, a
 // consistent copy of the database file. They are protected like cleanup:
 // the bearer Options.AdminToken, or loopback callers only when it is
-// empty. A download must keep up 1 MiB/s after its first minute; a
-// fiber.Config.WriteTimeout of the embedding app replaces that deadline,
-// so leave it unset or longer than a backup takes.
+// empty. A download must keep up 1 MiB/s after its first minute. A
+// fiber.Config.WriteTimeout of the embedding app replaces that deadline, so
+// leave it unset or longer than a backup takes.
 //
 //	srv.MountAdminAPI(web.Group("/ops/admin"))
 func (s *Server) MountAdminAPI(r fiber.Router) {
@@ -64,7 +65,8 @@ func (s *Server) MountAdminAPI(r fiber.Router) {
 }
 
 // MetricsHandler returns the handler of the Prometheus metrics, in the text
-// exposition format, from MetricsRegistry. After Shutdown it answers 503.
+// exposition format, from MetricsRegistry. After Shutdown it responds with
+// 503.
 func (s *Server) MetricsHandler() fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		if err := s.closedError(); err != nil {
@@ -120,13 +122,17 @@ func (s *Server) whileOpen(c *fiber.Ctx) error {
 
 // closedError returns a 503 error once Shutdown has begun, and nil before.
 func (s *Server) closedError() error {
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	if s.isClosing() {
 		return fiber.NewError(fiber.StatusServiceUnavailable, "server is shutting down")
 	}
 	return nil
+}
+
+// isClosing reports whether Shutdown has begun.
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 // loadPages reads the embedded files once, so that a missing one fails New

@@ -370,7 +370,8 @@ func (s *Server) Start() {
 
 // Serve starts the sweeps and serves every route at its default path (see
 // Mount) on ln until Shutdown, with a fiber.App of its own. It returns nil
-// after a Shutdown. Call it at most once.
+// after a Shutdown. It serves one listener: a second call while the first
+// runs is not supported.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
@@ -385,21 +386,18 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.Start()
 	s.log.Info("listening", "addr", ln.Addr().String())
 	err := s.fiber.Listener(ln)
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	if s.isClosing() {
 		return nil
 	}
 	return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
 }
 
-// StopFiber shuts web down and waits until its Listener returns, which it
-// reports on served. fasthttp's Shutdown does nothing while Serve has not
-// yet registered its listener, as when a signal arrives right after
-// start-up, and Serve would then run on; so the shutdown is repeated until
-// Listener has returned or ctx is done. A program that runs livebolt on
-// its own fiber.App calls it after Server.Shutdown.
+// StopFiber shuts web down and waits until its Listener returns, which the
+// caller reports by closing served. fasthttp's Shutdown does nothing while
+// Serve has not yet registered its listener, as when a signal arrives right
+// after start-up. Serve would then run on, so the shutdown is repeated
+// until Listener has returned or ctx is done. A program that runs livebolt
+// on its own fiber.App calls it after Server.Shutdown.
 func StopFiber(ctx context.Context, web *fiber.App, served <-chan struct{}) error {
 	for {
 		err := web.ShutdownWithContext(ctx)
@@ -416,11 +414,12 @@ func StopFiber(ctx context.Context, web *fiber.App, served <-chan struct{}) erro
 // Shutdown stops the server gracefully. New WebSocket upgrades are rejected.
 // Each open connection finishes the frame it is handling, flushes its
 // replies and is closed with code 1012 (service restart). Then the listener
-// and HTTP connections of Serve close, the sweeps stop, a backup still
-// copying its snapshot finishes the copy, and the database is closed. A
-// program that mounted the handlers on its own fiber.App shuts that down
-// after Shutdown returns; until then livebolt's routes answer 503. It is
-// safe to call more than once: later calls return the first result.
+// and HTTP connections of Serve close, backup downloads are cut, the
+// sweeps stop, a backup still copying its snapshot finishes the copy, and
+// the database is closed. A program that mounted the handlers on its own
+// fiber.App stops that app after Shutdown returns (see StopFiber). Until
+// then livebolt's routes respond with 503. It is safe to call more than
+// once: later calls return the first result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
 	return s.shutdownErr

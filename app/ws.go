@@ -226,10 +226,7 @@ func (s *Server) upgradeLive(c *fiber.Ctx) error {
 	if !s.checkOrigin(c) {
 		return fiber.NewError(fiber.StatusForbidden, "origin "+c.Get(fiber.HeaderOrigin)+" is not allowed; add it to --allowed-origins")
 	}
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	if s.isClosing() {
 		return fiber.NewError(fiber.StatusServiceUnavailable, "server is shutting down; reconnect shortly")
 	}
 	return s.liveHandler(c)

@@ -868,6 +868,25 @@ func runWithin(d time.Duration, fn func() (any, error), finished func()) (any, e
 	}
 }
 
+// beginMigration marks a migration of the session id as running and
+// returns the function that clears the mark. It returns false when one is
+// already running: one migration per session at a time, because
+// hydrations repeated while an abandoned one runs on would otherwise each
+// start another.
+func (e *Engine) beginMigration(id string) (finished func(), ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.migrating[id] {
+		return nil, false
+	}
+	e.migrating[id] = true
+	return func() {
+		e.mu.Lock()
+		delete(e.migrating, id)
+		e.mu.Unlock()
+	}, true
+}
+
 // migrateStored returns sess with its state migrated to the state version
 // of def, not yet signed or stored. The caller has verified the MAC of sess.
 func (c *Conn) migrateStored(def Definition, sess *storage.Session) (*storage.Session, *Error) {
@@ -876,27 +895,16 @@ func (c *Conn) migrateStored(def Definition, sess *storage.Session) (*storage.Se
 		err := fmt.Errorf("stored state version %d is newer than version %d of the component", from, to)
 		return nil, c.rejectOutdated(sess, def, err, "stored state of %q has version %d, newer than version %d of component %s on this server; mount it again", sess.ID, from, to, sess.Component)
 	}
-	// One migration per session at a time: hydrations repeated while an
-	// abandoned one runs on would otherwise each start another.
-	e := c.engine
-	e.mu.Lock()
-	running := e.migrating[sess.ID]
-	if !running {
-		e.migrating[sess.ID] = true
-	}
-	e.mu.Unlock()
-	if running {
+
+	finished, ok := c.engine.beginMigration(sess.ID)
+	if !ok {
 		return nil, c.rejectOutdated(sess, def, errMigrationRunning, "stored state of %q is still being migrated by an earlier hydration that timed out; try again later or mount it again", sess.ID)
 	}
-	finished := func() {
-		e.mu.Lock()
-		delete(e.migrating, sess.ID)
-		e.mu.Unlock()
-	}
-	state, err := runWithin(e.limits.MigrationTimeout, func() (any, error) { return def.migrate(from, sess.State) }, finished)
+	state, err := runWithin(c.engine.limits.MigrationTimeout, func() (any, error) { return def.migrate(from, sess.State) }, finished)
 	if err != nil {
 		return nil, c.rejectOutdated(sess, def, err, "stored state of %q has version %d, which component %s cannot migrate to version %d; mount it again", sess.ID, from, sess.Component, to)
 	}
+
 	stateJSON, perr := c.encodeState(def, state)
 	if perr != nil {
 		return nil, c.rejectOutdated(sess, def, perr, "migrated state of %q cannot be stored: %s; mount it again", sess.ID, perr.Message)

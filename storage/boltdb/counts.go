@@ -34,8 +34,12 @@ func metaKeys(tx *bolt.Tx) int {
 	return n
 }
 
-// put writes k in a data bucket and counts it when it is new.
+// put writes k in a data bucket and counts it when it is new. A nil v is
+// stored as emptyValue.
 func put(tx *bolt.Tx, bucket, k, v []byte) error {
+	if v == nil {
+		v = emptyValue
+	}
 	b := tx.Bucket(bucket)
 	existed := b.Get(k) != nil
 	if err := b.Put(k, v); err != nil {
@@ -60,9 +64,9 @@ func del(tx *bolt.Tx, bucket, k []byte) error {
 }
 
 // emptyValue is the value of index keys that carry none. It must not be
-// nil: bbolt's Get returns nil for a key Put with a nil value earlier in
-// the same transaction, so put, del and rekey would take the key for
-// missing when two writes of one session share a commit group.
+// nil, because bbolt's Get returns nil for a key Put with a nil value
+// earlier in the same transaction. put, del and rekey would then take the
+// key for missing when two writes of one session share a commit group.
 var emptyValue = []byte{}
 
 // rekey replaces the key old with next, with an empty value, in a data
@@ -71,7 +75,7 @@ var emptyValue = []byte{}
 func rekey(tx *bolt.Tx, bucket, old, next []byte) error {
 	b := tx.Bucket(bucket)
 	if old == nil || b.Get(old) == nil {
-		return put(tx, bucket, next, emptyValue)
+		return put(tx, bucket, next, nil)
 	}
 	if bytes.Equal(old, next) {
 		return nil

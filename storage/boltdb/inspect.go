@@ -76,32 +76,36 @@ func OpenReader(path string, lockTimeout time.Duration) (*Reader, error) {
 	if info.Size() == 0 {
 		return nil, fmt.Errorf("open database %s read-only: the file is empty; a server initializes it on its first start", path)
 	}
+
 	var db *bolt.DB
 	err = safely(func() error {
 		var err error
 		db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
 		return err
 	})
-	if errors.Is(err, ErrDamaged) {
+	switch {
+	case errors.Is(err, ErrDamaged):
 		return nil, fmt.Errorf("open database %s read-only: %w", path, err)
-	}
-	if errors.Is(err, berrors.ErrTimeout) {
+	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("open database %s read-only (waited %s): %w: %w", path, lockTimeout, ErrLocked, err)
-	}
-	if err != nil {
-		// describeOpenError advises a server's start-up; the tools read a
-		// file they were given.
+	case err != nil:
+		// describeOpenError advises a server's start-up, but the tools read
+		// a file they were given.
 		return nil, fmt.Errorf("open database %s read-only: not a valid bbolt database file (%v); check the path: %w", path, err, ErrDamaged)
 	}
+
+	// The meta page records how far the file extends, so a shorter file was
+	// cut, as by an interrupted download.
 	r := &Reader{db: db, path: path}
-	if err := view(db, r.readSchema); err != nil {
+	var want int64
+	err = view(db, func(tx *bolt.Tx) error {
+		want = tx.Size()
+		return r.readSchema(tx)
+	})
+	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open database %s read-only: %w", path, err)
 	}
-	// The meta page records how far the file extends; a shorter file was
-	// cut, as by an interrupted download.
-	var want int64
-	_ = view(db, func(tx *bolt.Tx) error { want = tx.Size(); return nil })
 	if info.Size() < want {
 		_ = db.Close()
 		return nil, fmt.Errorf("open database %s read-only: %w (the file has %d bytes, its pages need %d; it was cut short)", path, ErrDamaged, info.Size(), want)
