@@ -295,7 +295,7 @@ func TestShutdownClosesWith1012AfterInFlightReplies(t *testing.T) {
 
 func TestUpgradeRefusedDuringShutdown(t *testing.T) {
 	s := startServer(t, Options{})
-	// Serve is running once a request is answered; a Serve that starts
+	// Serve is running once a request gets a response. A Serve that starts
 	// after closing is set returns at once.
 	if status, _ := s.get(t, "/api/memory/health"); status != http.StatusOK {
 		t.Fatalf("health before the test: status %d", status)

@@ -76,7 +76,7 @@ func (c *Component[S]) Action(name string, fn ActionFunc[S]) *Component[S] {
 //
 // Write migrate as a switch on from, one case for each old shape still
 // stored, decoding with DecodeState and returning an error in the default
-// case. Then a later version bump that forgets a case gets outdated instead
+// case. Then a later version bump that lacks a case gets outdated instead
 // of a state decoded from the wrong shape, which json.Unmarshal would fill
 // with zero values.
 func (c *Component[S]) StateVersion(v uint32, migrate func(from uint32, old json.RawMessage) (S, error)) *Component[S] {

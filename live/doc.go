@@ -36,8 +36,8 @@
 //
 // Typed decodes the call's one argument into the function's argument type,
 // a struct included, and calls its Validate method if it has one; NoArgs
-// takes none. Either way a wrong argument is answered with bad_args before
-// the action runs. For positional arguments, register an ActionFunc that
+// takes none. Either way a wrong argument gets bad_args before the action
+// runs. For positional arguments, register an ActionFunc that
 // reads Args itself.
 //
 // An action changes the state it is given and may return a result for the

@@ -37,7 +37,7 @@ func (op patchOp) MarshalJSON() ([]byte, error) {
 }
 
 // diffJSON returns the JSON Patch that turns document a into document b.
-// Objects are compared key by key; arrays keep their common head and tail
+// Objects are compared key by key. Arrays keep their common head and tail
 // and change only the part between, so adding, removing or editing one
 // element of a long list yields one operation.
 //
@@ -145,8 +145,8 @@ func diffArray(ops *[]patchOp, path string, a, b []json.RawMessage) error {
 const maxEdits = 64
 
 // diffEdits appends the operations that turn oldMid into newMid, which start
-// at index head of the array at path. kept lists the elements that stay;
-// between two of them, deleted and inserted elements are paired and diffed
+// at index head of the array at path. kept lists the elements that stay.
+// Between two of them, deleted and inserted elements are paired and diffed
 // in place, and the rest are removed or added. With nothing kept, the lists
 // are paired from the start.
 func diffEdits(ops *[]patchOp, path string, head int, oldMid, newMid []json.RawMessage, kept []edit) error {

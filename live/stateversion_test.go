@@ -426,7 +426,7 @@ func TestDecodeState(t *testing.T) {
 
 // TestStateVersionForgottenCaseIsOutdated follows the documented way of
 // writing a migration through two version bumps, the second of which
-// forgets to add a case for the shape the first one stored.
+// lacks a case for the shape the first one stored.
 func TestStateVersionForgottenCaseIsOutdated(t *testing.T) {
 	fromZero := func(from uint32, old json.RawMessage) (tallyV2, error) {
 		switch from {
@@ -493,6 +493,8 @@ func TestStateVersionSlowMigrationIsAbandoned(t *testing.T) {
 func TestStateVersionOneMigrationPerSession(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "live.db")
 	m := mountTally(t, startVersionRun(t, path, tallyOne()), true)
+
+	// The first migration blocks until released; later ones return at once.
 	release := make(chan struct{})
 	var started atomic.Int32
 	blocking := func(uint32, json.RawMessage) (tallyV2, error) {
@@ -502,6 +504,7 @@ func TestStateVersionOneMigrationPerSession(t *testing.T) {
 		return tallyV2{Total: 5, Step: 1}, nil
 	}
 	run2 := startVersionRunWith(t, path, tallyTwo(1, blocking), Limits{MaxStateBytes: 1024, MigrationTimeout: 20 * time.Millisecond})
+
 	c := run2.connect()
 	c.hello(m.token)
 	for i := range 10 {
@@ -514,6 +517,7 @@ func TestStateVersionOneMigrationPerSession(t *testing.T) {
 	if n := started.Load(); n != 1 {
 		t.Fatalf("%d migrations started for one session, want 1", n)
 	}
+
 	close(release)
 	// Once the first returns, a hydration migrates again, and succeeds.
 	deadline := time.Now().Add(5 * time.Second)

@@ -14,8 +14,7 @@ type Validator interface {
 }
 
 // NoArgs adapts fn into an ActionFunc for an action that takes no
-// arguments. A call with any argument is answered with bad_args before fn
-// runs.
+// arguments. A call with any argument gets bad_args before fn runs.
 //
 //	Action("reset", live.NoArgs(func(ctx *live.Context, s *State) (any, error) {
 //		s.Count = 0
@@ -31,7 +30,7 @@ func NoArgs[S any](fn func(ctx *Context, state *S) (any, error)) ActionFunc[S] {
 }
 
 // Typed adapts fn into an ActionFunc whose single argument is decoded into
-// A before fn runs, so that fn never sees JSON. A may be any type that
+// A before fn runs, so that fn never handles JSON. A may be any type that
 // encoding/json decodes: a number, a string or a slice is sent as it is
 // (call("add", "milk")), and a struct as one JSON object whose unknown
 // fields are rejected (call("move", {"from": 1, "to": 3})). A missing,

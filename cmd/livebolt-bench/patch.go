@@ -36,7 +36,7 @@ type patchSide struct {
 	times map[string][]time.Duration
 }
 
-// runPatch mounts a todo list on two clients, one that asks for patches and
+// runPatch mounts a todo list on two clients, one that requests patches and
 // one that does not, fills both to cfg.patchItems items and then makes the
 // same changes on both, alternating, counting the bytes of every frame the
 // server sends back.

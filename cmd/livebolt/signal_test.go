@@ -21,6 +21,9 @@ func TestSIGINTDuringStartUp(t *testing.T) {
 		t.Skip("end-to-end test: builds and runs the livebolt binary")
 	}
 	e := buildBinary(t)
+
+	// Start a lock holder, then a second server on the same folder, the
+	// way a shell starts a background job.
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	holder := e.startData(t, "lock-holder", data, nil)
@@ -35,6 +38,7 @@ func TestSIGINTDuringStartUp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pid %q: %v", out, err)
 	}
+
 	logText := func() string {
 		b, _ := os.ReadFile(logPath)
 		return string(b)
@@ -55,6 +59,7 @@ func TestSIGINTDuringStartUp(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+
 	// The second server now waits for the lock (up to 3 s).
 	time.Sleep(300 * time.Millisecond)
 	if strings.Contains(logText(), "msg=listening") {
@@ -63,6 +68,8 @@ func TestSIGINTDuringStartUp(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGINT); err != nil {
 		t.Fatalf("SIGINT: %v", err)
 	}
+
+	// Free the lock: the second server starts, then must stop at once.
 	if err := holder.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
